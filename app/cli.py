@@ -1,0 +1,146 @@
+"""The ``immersions`` command line: the app by default, and the headless tools beside it.
+
+Qt is imported only by the command that opens a window, so training and evaluation run on a
+server with no display libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _train(args: argparse.Namespace) -> int:
+    from engine.train import TrainSettings, train
+
+    settings = TrainSettings(
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        window_steps=args.window_steps,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        device=args.device,
+    )
+    result = train(settings, resume=args.resume, progress=not args.quiet)
+    if result.checkpoint is not None:
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from engine.train import evaluate_folder
+
+    evaluation, split = evaluate_folder(
+        args.checkpoint,
+        args.folder,
+        split=args.split,
+        windows=args.windows,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps({"split": split, **evaluation.to_dict()}))
+        return 0
+    print(f"held-out CPC accuracy ({split} files, {evaluation.windows} windows)")
+    print(f"{'step ahead':>10}  {'accuracy':>8}  {'chance':>7}")
+    first = len(evaluation.accuracy)
+    for k, (acc, chance) in enumerate(zip(evaluation.accuracy, evaluation.chance, strict=True)):
+        print(f"{k + 1:>10}  {acc:>8.3f}  {chance:>7.4f}")
+    print(f"{'mean':>10}  {evaluation.mean_accuracy:>8.3f}  (over {first} steps)")
+    return 0
+
+
+def _app(args: argparse.Namespace) -> int:
+    print(
+        "immersions: the desktop app is not built yet; "
+        "use `immersions train` and `immersions eval` (see `immersions --help`).",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immersions",
+        description="Hear and see what a self-supervised model of music hears.",
+    )
+    parser.set_defaults(run=_app)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a CPC model on a folder of audio",
+        description="Train a CPC model on a folder of audio files (any depth; wav, flac, ogg, "
+        "mp3). Runs under torchrun for several processes, GPUs or nodes.",
+    )
+    train.add_argument("data", help="folder of audio files")
+    train.add_argument("--out", default="runs/default", help="run folder (default %(default)s)")
+    train.add_argument(
+        "--preset",
+        default="small",
+        help="small (default, CPU-friendly), full (the original's size, for GPUs), "
+        "or a JSON model config file",
+    )
+    train.add_argument("--steps", type=int, default=20_000)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--window-steps", type=int, default=48, help="encoding steps per window")
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--warmup", type=int, default=500)
+    train.add_argument("--val-every", type=int, default=500)
+    train.add_argument("--checkpoint-every", type=int, default=250)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default=None, help="cpu, cuda, mps (default: best)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="held-out CPC accuracy of a checkpoint",
+        description="Print a checkpoint's CPC top-1 accuracy per prediction step.",
+    )
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("folder", help="folder of audio files")
+    evaluate.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "val", "train", "all"],
+        help="auto: the held-out split if FOLDER is the training corpus, else every file",
+    )
+    evaluate.add_argument("--windows", type=int, default=256)
+    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(run=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="immersions: %(message)s")
+    args = build_parser().parse_args(argv)
+    from engine.checkpoint import CheckpointError
+    from engine.config import ConfigError
+    from engine.data import DataError
+
+    try:
+        return args.run(args)
+    except (CheckpointError, ConfigError, DataError) as error:
+        print(f"immersions: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("immersions: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

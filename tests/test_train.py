@@ -1,0 +1,191 @@
+"""Training: it learns, it resumes exactly, it runs in train mode, it runs on two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from app.cli import main as cli
+from engine.checkpoint import load_model
+from engine.train import METRICS_FILE, TrainSettings, train
+from tests.models import tiny
+from tests.synthetic import make_synthetic_corpus
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A synthetic corpus, a JSON config for the tiny model and a private audio cache."""
+    root = tmp_path_factory.mktemp("train")
+    corpus = root / "corpus"
+    make_synthetic_corpus(corpus, n_pieces=8, seconds=6.0, sample_rate=16000, seed=0)
+    config = root / "tiny.json"
+    config.write_text(json.dumps(tiny().to_dict()))
+    previous = os.environ.get("IMMERSIONS_CACHE")
+    os.environ["IMMERSIONS_CACHE"] = str(root / "cache")
+    yield root, corpus, config
+    if previous is None:
+        os.environ.pop("IMMERSIONS_CACHE", None)
+    else:
+        os.environ["IMMERSIONS_CACHE"] = previous
+
+
+def _settings(workspace, out: str, **changes) -> TrainSettings:
+    root, corpus, config = workspace
+    values = dict(
+        data=str(corpus),
+        out=str(root / out),
+        preset=str(config),
+        steps=6,
+        batch_size=6,
+        window_steps=20,
+        warmup_steps=2,
+        val_fraction=0.25,
+        val_windows=12,
+        val_every=1000,
+        checkpoint_every=3,
+        log_every=1,
+        seed=3,
+    )
+    values.update(changes)
+    return TrainSettings(**values)
+
+
+def test_training_lowers_the_loss_and_lifts_held_out_accuracy_above_chance(workspace):
+    settings = _settings(
+        workspace,
+        "learn",
+        steps=120,
+        warmup_steps=10,
+        learning_rate=3e-3,
+        val_every=60,
+        checkpoint_every=120,
+        log_every=1,
+    )
+    result = train(settings, progress=False)
+    records = [json.loads(line) for line in (workspace[0] / "learn" / METRICS_FILE).open()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+    evaluation = result.evaluation
+    assert evaluation is not None
+    assert evaluation.mean_accuracy > 3 * max(evaluation.chance)
+    validations = [r["validation"] for r in records if "validation" in r]
+    assert [v["windows"] for v in validations] == [12, 12]
+
+
+def test_a_resumed_run_continues_exactly_like_an_uninterrupted_one(workspace):
+    straight = train(_settings(workspace, "straight"), progress=False).model
+
+    def interrupt(step, record):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(workspace, "resumed"), progress=False, on_step=interrupt)
+    resumed = train(_settings(workspace, "resumed"), resume=True, progress=False).model
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_every_training_step_runs_the_model_in_train_mode(workspace, monkeypatch):
+    modes = []
+    original = torch.nn.Module.__call__
+
+    def spy(module, *args, **kwargs):
+        if type(module).__name__ == "CPCModel":
+            modes.append(module.training)
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    train(_settings(workspace, "modes", steps=2, checkpoint_every=100), progress=False)
+    # Two training forwards, then the final evaluation and statistics in eval mode.
+    assert modes[:2] == [True, True]
+    assert not any(modes[2:])
+
+
+def test_the_checkpoint_of_a_run_loads_with_statistics_for_every_layer(workspace):
+    result = train(_settings(workspace, "ckpt", steps=3), progress=False)
+    model = load_model(result.checkpoint, device="cpu")
+    assert model.statistics.layer_names == model.layer_names
+    assert model.training_info["step"] == 3
+    assert model.training_info["settings"]["seed"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, settings: TrainSettings, out: str) -> None:
+    os.environ.update(
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    try:
+        model = train(settings, progress=False).model
+        torch.save(model.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_keep_identical_weights(workspace, tmp_path):
+    settings = _settings(workspace, "ddp", steps=3, checkpoint_every=3)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), settings, str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    initial = {
+        k: v for k, v in __import__("engine.model").model.CPCModel(tiny()).state_dict().items()
+    }
+    changed = False
+    for name, value in rank0.items():
+        assert torch.equal(value, rank1[name]), f"{name} differs between ranks"
+        changed |= not torch.equal(value, initial[name])
+    assert changed, "the weights did not train"
+
+
+def test_eval_prints_held_out_accuracy_per_step(workspace, capsys):
+    result = train(_settings(workspace, "evaluated", steps=3), progress=False)
+    corpus = str(workspace[1])
+    assert (
+        cli(
+            [
+                "eval",
+                str(result.checkpoint),
+                corpus,
+                "--json",
+                "--windows",
+                "12",
+                "--batch-size",
+                "6",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "val"
+    assert len(report["accuracy"]) == len(report["chance"]) == tiny().prediction_steps
+    assert (
+        cli(["eval", str(result.checkpoint), corpus, "--windows", "12", "--batch-size", "6"]) == 0
+    )
+    table = capsys.readouterr().out
+    assert "step ahead" in table and "mean" in table
+
+
+def test_train_names_a_folder_without_audio(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = cli(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 1
+    assert str(tmp_path / "empty") in capsys.readouterr().err
