@@ -242,7 +242,8 @@ class CPCModel(nn.Module):
                 )
             query = predictions[k, :, :count].reshape(-1, z.shape[1])
             key = targets[:, shift:].reshape(-1, z.shape[1])
-            logits = query @ key.T
+            # Scaled like attention scores, so an untrained model starts near log(candidates).
+            logits = query @ key.T / z.shape[1] ** 0.5
             labels = torch.arange(logits.shape[0], device=logits.device)
             losses.append(F.cross_entropy(logits, labels))
             accuracies.append((logits.argmax(dim=1) == labels).float().mean())

@@ -153,3 +153,29 @@ def test_small_preset_stays_small_enough_to_ship():
 def test_configs_are_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         small().name = "other"
+
+
+def test_the_phase_channel_doubles_the_input_and_keeps_gradients_finite_at_silence():
+    config = dataclasses.replace(
+        tiny(), front_end=dataclasses.replace(tiny().front_end, phase=True)
+    )
+    model = CPCModel(config).eval()
+    silence = torch.zeros(1, 16000, requires_grad=True)
+    activations = model.activations(silence)
+    assert activations["scalogram"].shape[1:3] == (2, 60)
+    (gradient,) = torch.autograd.grad(sum(a.mean() for a in activations.values()), silence)
+    assert torch.isfinite(gradient).all()
+
+
+def test_left_context_covers_everything_a_context_vector_depends_on():
+    model = CPCModel(tiny()).eval()
+    config = model.config
+    steps = 40
+    audio = (torch.randn(1, steps * config.samples_per_step) * 0.1).requires_grad_(True)
+    t = steps - 3
+    (gradient,) = torch.autograd.grad(model(audio)[1][0, :, t].sum(), audio)
+    first_seen = int((gradient[0].abs() > 0).nonzero().min())
+    step_start = t * config.samples_per_step
+    assert first_seen >= step_start - model.left_context_samples()
+    # …and is not a gross overestimate.
+    assert first_seen <= step_start - model.left_context_samples() // 2
