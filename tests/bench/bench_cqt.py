@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -38,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cqt import CQT, log_power
+from tests.bench.common import machine as describe_machine
 
 SETTINGS = {
     "small (librosa default)": dict(
@@ -70,16 +69,6 @@ def chirp_sine_noise(sample_rate: int, seconds: float, seed: int) -> np.ndarray:
     chirp = 0.5 * np.sin(2 * np.pi * f0 * (np.exp(rate * t) - 1) / rate)
     sine = 0.3 * np.sin(2 * np.pi * 440.0 * t)
     return chirp + sine + 0.05 * rng.standard_normal(t.size)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------------- transforms
@@ -210,14 +199,10 @@ def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        **describe_machine(),
         "numpy": np.__version__,
         "librosa": librosa.__version__,
         "nnAudio": getattr(nnAudio, "__version__", "?"),
-        "python": platform.python_version(),
     }
     results = []
     for setting, config in SETTINGS.items():
@@ -275,7 +260,7 @@ def run(args) -> dict:
 def print_table(report: dict) -> None:
     m = report["machine"]
     print(
-        f"CQT benchmark: {m['cpu']}, {m['logical_cpus']} logical CPUs, "
+        f"CQT benchmark: {m['cpu']}, {m['cores']} logical CPUs, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}, numpy {m['numpy']}, "
         f"librosa {m['librosa']}, nnAudio {m['nnAudio']}"
     )
