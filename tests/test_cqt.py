@@ -8,26 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from engine.cqt import CQT, _bin_filter, log_power, phase_difference
+from tests.signals import ORIGINAL, SMALL, chirp_sine_noise
 
-SMALL = dict(sample_rate=22050, fmin=32.70, n_bins=84, bins_per_octave=12, hop_length=512)
-ORIGINAL = dict(
-    sample_rate=44100, fmin=40.0, n_bins=216, bins_per_octave=24, hop_length=512, filter_scale=0.43
-)
 # Three octaves on decimation levels 2, 1 and 0, yet small enough for gradcheck.
 TINY = dict(
     sample_rate=1000, fmin=20.0, n_bins=12, bins_per_octave=4, hop_length=16, filter_scale=0.5
 )
-
-
-def chirp_sine_noise(sample_rate: int, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Exponential chirp from 30 Hz to 0.4·sr, plus a 440 Hz sine and white noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    f0, f1 = 30.0, 0.4 * sample_rate
-    rate = math.log(f1 / f0) / seconds
-    chirp = 0.5 * np.sin(2 * np.pi * f0 * (np.exp(rate * t) - 1) / rate)
-    sine = 0.3 * np.sin(2 * np.pi * 440.0 * t)
-    return chirp + sine + 0.05 * rng.standard_normal(t.size)
 
 
 def librosa_magnitude(y: np.ndarray, config: dict) -> np.ndarray:

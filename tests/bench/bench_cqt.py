@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -37,20 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cqt import CQT, log_power
 from tests.bench.common import machine as describe_machine
+from tests.signals import ORIGINAL, SMALL, chirp_sine_noise
 
-SETTINGS = {
-    "small (librosa default)": dict(
-        sample_rate=22050, fmin=32.70, n_bins=84, bins_per_octave=12, hop_length=512
-    ),
-    "original (NeurIPS 2019)": dict(
-        sample_rate=44100,
-        fmin=40.0,
-        n_bins=216,
-        bins_per_octave=24,
-        hop_length=512,
-        filter_scale=0.43,
-    ),
-}
+SETTINGS = {"small (librosa default)": SMALL, "original (NeurIPS 2019)": ORIGINAL}
 FLOOR = 1e-9
 # The model's likely small preset: CQT.power alone, timed for our transform only.
 MODEL_SMALL = dict(
@@ -58,17 +46,6 @@ MODEL_SMALL = dict(
     batch=2,
     seconds=8.0,
 )
-
-
-def chirp_sine_noise(sample_rate: int, seconds: float, seed: int) -> np.ndarray:
-    """Exponential chirp from 30 Hz to 0.4·sr, plus a 440 Hz sine and white noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
-    f0, f1 = 30.0, 0.4 * sample_rate
-    rate = math.log(f1 / f0) / seconds
-    chirp = 0.5 * np.sin(2 * np.pi * f0 * (np.exp(rate * t) - 1) / rate)
-    sine = 0.3 * np.sin(2 * np.pi * 440.0 * t)
-    return chirp + sine + 0.05 * rng.standard_normal(t.size)
 
 
 # ---------------------------------------------------------------------------- transforms
