@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from engine.corpus import add_corpus_commands
+
 
 def _train(args: argparse.Namespace) -> int:
     from engine.train import TrainSettings, train
@@ -57,6 +59,45 @@ def _eval(args: argparse.Namespace) -> int:
     for k, (acc, chance) in enumerate(zip(evaluation.accuracy, evaluation.chance, strict=True)):
         print(f"{k + 1:>10}  {acc:>8.3f}  {chance:>7.4f}")
     print(f"{'mean':>10}  {evaluation.mean_accuracy:>8.3f}  (over {first} steps)")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from engine.checkpoint import load_model
+    from engine.data import AudioCorpus
+    from engine.probe import run_probes
+
+    model = load_model(args.checkpoint, device="cpu")
+    corpus = AudioCorpus(args.folder, model.config.front_end.sample_rate, progress=not args.json)
+    train_view, test_view = corpus.split(args.val_fraction, seed=args.split_seed)
+    scores = run_probes(
+        model,
+        train_view,
+        test_view,
+        seeds=tuple(args.seeds),
+        windows_per_file=args.windows_per_file,
+        progress=None if args.json else lambda text: print(f"probing: {text}", file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps([score.to_dict() for score in scores]))
+        return 0
+    print(f"linear probes on held-out pieces ({len(args.seeds)} seeds; mean ± spread)")
+    print(f"{'task':<24} {'features':<20} {'accuracy':>15} {'chance':>7}")
+    for score in scores:
+        accuracy = f"{100 * score.mean:.1f} ± {100 * score.spread:.1f} %"
+        print(f"{score.task:<24} {score.features:<20} {accuracy:>15} {100 * score.chance:>6.1f}%")
+    return 0
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.curves import plot_training
+    from engine.train import METRICS_FILE
+
+    run = Path(args.run)
+    out = plot_training(run / METRICS_FILE, args.out or run / "training.png", title=run.name)
+    print(f"training curves: {out}")
     return 0
 
 
@@ -122,6 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(run=_eval)
+
+    probe = commands.add_parser(
+        "probe",
+        help="linear probes of a checkpoint against an untrained copy and plain CQT",
+        description="Fit logistic regressions on frozen features (trained context vectors, "
+        "the same model untrained, mean CQT log-power) to the labels of a corpus manifest "
+        "(instrument family, collection) and score them on the held-out pieces.",
+    )
+    probe.add_argument("checkpoint")
+    probe.add_argument("folder", help="a corpus folder with a manifest.json")
+    probe.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    probe.add_argument("--windows-per-file", type=int, default=4)
+    probe.add_argument("--val-fraction", type=float, default=0.1)
+    probe.add_argument("--split-seed", type=int, default=0)
+    probe.add_argument("--json", action="store_true", help="print one JSON list")
+    probe.set_defaults(run=_probe)
+
+    curves = commands.add_parser(
+        "curves",
+        help="draw a training run's curves to a PNG",
+        description="Draw the loss and "
+        "CPC accuracy of a run folder (its metrics.jsonl) to RUN/training.png.",
+    )
+    curves.add_argument("run", help="the run folder given to `immersions train --out`")
+    curves.add_argument("--out", help="PNG path (default RUN/training.png)")
+    curves.set_defaults(run=_curves)
+
+    add_corpus_commands(commands)
     return parser
 
 

@@ -11,7 +11,7 @@ torch_spec=${IMMERSIONS_TORCH:-torch==2.13.0}
 app_packages=(libportaudio2 libsndfile1 libegl1 libgl1 libgl1-mesa-dri libxkbcommon-x11-0
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
   libxcb-shape0 libxcb-randr0 libxcb-xkb1 libdbus-1-3 libfontconfig1)
-test_packages=(xvfb jackd2)
+test_packages=(xvfb jackd2 fluidsynth fluid-soundfont-gm sonic-pi-samples)
 
 say() { printf 'setup: %s\n' "$*"; }
 
