@@ -24,6 +24,9 @@ from engine.statistics import LayerStatistics
 
 FORMAT = "immersions-checkpoint-1"
 
+#: The shipped default model, used whenever no model is named.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "models" / "default.safetensors"
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one sentence naming the file."""
@@ -61,6 +64,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,13 +158,16 @@ class Checkpoint:
         )
 
 
-def load_model(path: str | Path, device: torch.device | str | None = None) -> CPCModel:
-    """Load a checkpoint and return the model ready for use (eval mode, best device by default).
+def load_model(
+    path: str | Path | None = None, device: torch.device | str | None = None
+) -> CPCModel:
+    """Load a checkpoint (the shipped default when no path is given) and return the model
+    ready for use (eval mode, best device by default).
 
     ``model.statistics`` holds the normalisation statistics (None if the file has none) and
     ``model.training_info`` the training metadata.
     """
-    checkpoint = Checkpoint(path)
+    checkpoint = Checkpoint(DEFAULT_MODEL if path is None else path)
     model = checkpoint.build(device)
     model.training_info = checkpoint.training
     return model
@@ -179,6 +186,12 @@ def _statistics(path: Path, tensors: dict[str, torch.Tensor]) -> LayerStatistics
         raise CheckpointError(
             f"{path} has incomplete normalisation statistics (no {error.args[0]})"
         ) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _first_line(error: BaseException) -> str:

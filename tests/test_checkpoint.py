@@ -50,6 +50,9 @@ def test_saving_is_atomic_and_leaves_no_temporary_files(saved):
     path, model, _ = saved
     save_checkpoint(path, model)
     assert sorted(os.listdir(path.parent)) == [path.name]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "readable like any file the user saves"
 
 
 def test_a_missing_file_is_named(tmp_path):

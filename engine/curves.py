@@ -1,0 +1,88 @@
+"""Training curves of a run (loss, CPC accuracy, held-out accuracy) drawn to a PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
+    """The training records and the validation records of a ``metrics.jsonl``.
+
+    A resumed run may have logged a step twice; the later record wins.
+    """
+    steps: dict[int, dict] = {}
+    validations: dict[int, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "validation" in record:
+            validations[record["step"]] = record
+        else:
+            steps[record["step"]] = record
+    return [steps[k] for k in sorted(steps)], [validations[k] for k in sorted(validations)]
+
+
+def _smooth(values: np.ndarray, width: int) -> np.ndarray:
+    if len(values) < width or width < 2:
+        return values
+    kernel = np.ones(width) / width
+    return np.convolve(values, kernel, mode="valid")
+
+
+def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path:
+    """Draw loss and accuracy against step (training smoothed, held-out as points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, validation = read_metrics(metrics)
+    if not train:
+        raise ValueError(f"{metrics} holds no training records")
+    step = np.array([r["step"] for r in train])
+    loss = np.array([r["loss"] for r in train])
+    accuracy = np.array([r["accuracy"] for r in train])
+    width = max(1, len(train) // 50)
+    trimmed = step[width - 1 :] if len(train) >= width else step
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    left.plot(trimmed, _smooth(loss, width), color="tab:blue", label="training")
+    if validation:
+        left.plot(
+            [v["step"] for v in validation],
+            [v["validation"]["loss"] for v in validation],
+            "o-",
+            color="tab:orange",
+            label="held out",
+        )
+    left.set(xlabel="step", ylabel="InfoNCE loss", title="loss")
+    left.legend()
+    right.plot(trimmed, _smooth(accuracy, width), color="tab:blue", label="training")
+    if validation:
+        right.plot(
+            [v["step"] for v in validation],
+            [v["validation"]["mean_accuracy"] for v in validation],
+            "o-",
+            color="tab:orange",
+            label="held out",
+        )
+        right.plot(
+            [v["step"] for v in validation],
+            [float(np.mean(v["validation"]["chance"])) for v in validation],
+            ":",
+            color="gray",
+            label="chance",
+        )
+    right.set(xlabel="step", ylabel="top-1 accuracy (mean over steps ahead)", title="CPC accuracy")
+    right.legend()
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    out = Path(out)
+    figure.savefig(out)
+    plt.close(figure)
+    return out

@@ -1,0 +1,191 @@
+"""Linear probes: does a frozen feature set tell labels of held-out pieces apart?
+
+A probe is a logistic regression on per-window features averaged over time, trained on the
+training split's files and scored on the held-out pieces. Three feature sets are compared:
+the trained model's context vectors, the same architecture untrained (random
+initialisation), and plain mean CQT log-power. Each is repeated over several probe seeds
+(which windows are drawn, and the untrained copy's initialisation), so a difference can be
+judged against the spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.data import CorpusView
+from engine.model import CPCModel
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ProbeScore:
+    """Held-out accuracy of one feature set on one task, over probe seeds."""
+
+    features: str
+    task: str
+    accuracies: list[float] = field(default_factory=list)
+    chance: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def spread(self) -> float:
+        return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "features": self.features,
+            "task": self.task,
+            "accuracies": self.accuracies,
+            "mean": self.mean,
+            "spread": self.spread,
+            "chance": self.chance,
+        }
+
+
+def context_features(model: CPCModel) -> FeatureFn:
+    """Mean over time of the last autoregressive layer: the model's context vector."""
+
+    @torch.no_grad()
+    def features(audio: torch.Tensor) -> torch.Tensor:
+        return model(audio)[1].mean(dim=2)
+
+    return features
+
+
+def scalogram_features(model: CPCModel) -> FeatureFn:
+    """Mean over time of the model's input: CQT log-power per bin (no learning at all)."""
+
+    @torch.no_grad()
+    def features(audio: torch.Tensor) -> torch.Tensor:
+        return model.scalogram(audio).mean(dim=3).flatten(1)
+
+    return features
+
+
+def window_examples(
+    view: CorpusView, label: str, windows_per_file: int, n_samples: int, seed: int
+) -> tuple[torch.Tensor, list[str]]:
+    """Random windows from every labelled file of a view, with the file's label for each."""
+    rng = np.random.default_rng(seed)
+    audio, labels = [], []
+    for segment in view.segments:
+        value = segment.file.labels.get(label)
+        if value is None:
+            continue
+        length = segment.stop - segment.start
+        for _ in range(windows_per_file):
+            if length >= n_samples:
+                start = segment.start + int(rng.integers(0, length - n_samples + 1))
+                window = np.asarray(segment.file.audio[start : start + n_samples])
+            else:
+                clip = np.asarray(segment.file.audio[segment.start : segment.stop])
+                window = np.resize(clip, n_samples)
+            audio.append(torch.from_numpy(np.array(window, dtype=np.float32)))
+            labels.append(str(value))
+    if not audio:
+        raise ValueError(f"no file in the {view.name} set has a {label!r} label")
+    return torch.stack(audio), labels
+
+
+def embed(features: FeatureFn, audio: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    device = torch.device("cpu")
+    parts = [
+        features(audio[i : i + batch_size].to(device)).cpu()
+        for i in range(0, len(audio), batch_size)
+    ]
+    return torch.cat(parts).double().numpy()
+
+
+def fit_and_score(
+    train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str]
+) -> float:
+    """Accuracy of a standardised logistic regression; test labels unseen in training count
+    as errors (they cannot be predicted)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.5))
+    probe.fit(train_x, train_y)
+    return float(np.mean(probe.predict(test_x) == np.asarray(test_y)))
+
+
+def majority_chance(train_y: list[str], test_y: list[str]) -> float:
+    """Accuracy of always answering the training set's most common label."""
+    values, counts = np.unique(train_y, return_counts=True)
+    return float(np.mean(np.asarray(test_y) == values[np.argmax(counts)]))
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    """A label to predict, optionally only among files whose ``source`` label is given."""
+
+    name: str
+    label: str
+    source: str | None = None
+
+
+DEFAULT_TASKS = (
+    ProbeTask("instrument family", "family"),
+    ProbeTask("collection / composer", "collection", source="music21"),
+)
+
+
+def _only_source(view: CorpusView, source: str | None) -> CorpusView:
+    if source is None:
+        return view
+    kept = [s for s in view.segments if s.file.labels.get("source") == source]
+    return CorpusView(f"{view.name} ({source})", view.folder, kept)
+
+
+def run_probes(
+    model: CPCModel,
+    train_view: CorpusView,
+    test_view: CorpusView,
+    *,
+    tasks: tuple[ProbeTask, ...] = DEFAULT_TASKS,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    windows_per_file: int = 4,
+    window_seconds: float = 4.0,
+    progress: Callable[[str], None] | None = None,
+) -> list[ProbeScore]:
+    """Probe the trained model, an untrained copy and mean CQT log-power on every task."""
+    model = model.cpu().eval()
+    n_samples = int(window_seconds * model.config.front_end.sample_rate)
+    scores: dict[tuple[str, str], ProbeScore] = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        untrained = CPCModel(model.config).eval()
+        feature_sets = {
+            "trained context": context_features(model),
+            "untrained context": context_features(untrained),
+            "mean CQT log-power": scalogram_features(model),
+        }
+        for task in tasks:
+            train_audio, train_y = window_examples(
+                _only_source(train_view, task.source), task.label, windows_per_file, n_samples, seed
+            )
+            test_audio, test_y = window_examples(
+                _only_source(test_view, task.source), task.label, windows_per_file, n_samples, seed
+            )
+            for name, features in feature_sets.items():
+                if progress is not None:
+                    progress(f"seed {seed}: {task.name} on {name}")
+                accuracy = fit_and_score(
+                    embed(features, train_audio), train_y, embed(features, test_audio), test_y
+                )
+                score = scores.setdefault(
+                    (task.name, name),
+                    ProbeScore(name, task.name, chance=majority_chance(train_y, test_y)),
+                )
+                score.accuracies.append(accuracy)
+    return list(scores.values())
