@@ -200,10 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
     from engine.data import DataError
+    from engine.extras import MissingDependencyError
 
     try:
         return args.run(args)
-    except (CheckpointError, ConfigError, DataError) as error:
+    except (CheckpointError, ConfigError, DataError, MissingDependencyError) as error:
         print(f"immersions: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

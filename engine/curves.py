@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.extras import require
+
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """The training records and the validation records of a ``metrics.jsonl``.
@@ -35,8 +37,7 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
 
 def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path:
     """Draw loss and accuracy against step (training smoothed, held-out as points)."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "training curves")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from engine.data import CorpusView
+from engine.extras import require
 from engine.model import CPCModel
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -110,6 +111,7 @@ def fit_and_score(
 ) -> float:
     """Accuracy of a standardised logistic regression; test labels unseen in training count
     as errors (they cannot be predicted)."""
+    require("sklearn", "linear probes")
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
