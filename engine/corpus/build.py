@@ -850,7 +850,7 @@ def _fill_report(report: CorpusReport, folder: Path, entries: list[dict[str, Any
 
 
 def add_corpus_commands(subparsers: Any) -> None:
-    """Add ``corpus build DIR`` to an argparse ``add_subparsers()`` object.
+    """Add ``corpus build DIR`` and ``corpus clips CORPUS OUT`` to an ``add_subparsers()``.
 
     Each command sets ``run`` (a function of the parsed arguments returning an exit code),
     as the other commands of :mod:`app.cli` do.
@@ -885,6 +885,33 @@ def add_corpus_commands(subparsers: Any) -> None:
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(run=_run_build)
+    clips = commands.add_parser(
+        "clips",
+        help="make the origin loop clips from the corpus's held-out pieces",
+        description="Make the engine's origin loop clips (beats re-rendered as loops of whole "
+        "bars, windows of rendered scores crossfaded into loops, low noise, silence) from "
+        "the held-out pieces of the corpus in CORPUS, as NN-name.flac in OUT, with credits.",
+    )
+    clips.add_argument("corpus", metavar="CORPUS", help="a corpus folder with a manifest.json")
+    clips.add_argument("out", metavar="OUT", help="the folder for the clips (created if missing)")
+    clips.add_argument(
+        "--seconds", type=float, default=4.0, help="loop length (default 4: 2 bars at 120 BPM)"
+    )
+    clips.add_argument("--sample-rate", type=int, default=22050, help="Hz (default 22050)")
+    clips.add_argument(
+        "--seed", type=int, default=0, help="the corpus build's seed; also seeds the noise"
+    )
+    clips.add_argument(
+        "--credits", default=None, help="where the credits go (default OUT/CREDITS.md)"
+    )
+    clips.add_argument(
+        "--clips",
+        default=None,
+        metavar="NAMES",
+        help="only these clips, comma-separated (e.g. beat,bass,low-noise); OUT then holds "
+        "just those",
+    )
+    clips.set_defaults(run=_run_clips)
     corpus.set_defaults(run=_usage(corpus))
 
 
@@ -922,4 +949,28 @@ def _run_build(args: argparse.Namespace) -> int:
         )
         return 130
     print(report.summary())
+    return 0
+
+
+def _run_clips(args: argparse.Namespace) -> int:
+    """``corpus clips``: make the clips, then print a line of figures for each."""
+    from engine.corpus.clips import make_clips  # imports this module: only when asked
+
+    try:
+        infos = make_clips(
+            args.corpus,
+            args.out,
+            seconds=args.seconds,
+            sample_rate=args.sample_rate,
+            seed=args.seed,
+            clips=None if args.clips is None else [n.strip() for n in args.clips.split(",")],
+            credits=args.credits,
+        )
+    except CorpusError as error:
+        print(f"immersions: {error}", file=sys.stderr)
+        return 1
+    for info in infos:
+        print(info.summary())
+        for note in info.notes:
+            print(f"  note: {note}")
     return 0
