@@ -94,6 +94,15 @@ class ModelConfig:
         return self.front_end.samples_per_frame * self.time_downsampling
 
     @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the model's layers from input to output: the app's vocabulary."""
+        return (
+            "scalogram",
+            *(f"enc{i + 1}" for i in range(len(self.encoder))),
+            *(f"ar{i + 1}" for i in range(len(self.ar_dilations))),
+        )
+
+    @property
     def encoder_receptive_field(self) -> int:
         """Scalogram frames that one encoding step sees (its time receptive field)."""
         field_, jump = 1, 1

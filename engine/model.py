@@ -157,11 +157,7 @@ class CPCModel(nn.Module):
     @property
     def layer_names(self) -> list[str]:
         """Names of every layer ``activations`` returns, from input to output."""
-        return (
-            [SCALOGRAM]
-            + [f"enc{i + 1}" for i in range(len(self.encoder))]
-            + [f"ar{i + 1}" for i in range(len(self.autoregressive))]
-        )
+        return list(self.config.layer_names)
 
     def layer_shapes(self) -> OrderedDict[str, tuple[int, int]]:
         """(channels, pitches) of every layer, derived from the config without running it."""
