@@ -67,6 +67,10 @@ class ModelConfig:
     prediction_gap: int = 2  # future steps skipped before the first predicted one
     prediction_steps: int = 12
     dropout: float = 0.1
+    # "same" centres the encoder's time kernels, so an encoding sees a few steps of the
+    # future and short-range predictions partly copy what the context already saw; "causal"
+    # pads time on the left only, so every prediction is of audio the context never heard.
+    encoder_time_padding: str = "same"
 
     def __post_init__(self) -> None:
         if not self.encoder:
@@ -75,6 +79,11 @@ class ModelConfig:
             raise ConfigError(f"model config {self.name!r} has an invalid autoregressive stack")
         if self.prediction_steps < 1 or self.prediction_gap < 0:
             raise ConfigError(f"model config {self.name!r} predicts no future step")
+        if self.encoder_time_padding not in ("same", "causal"):
+            raise ConfigError(
+                f"model config {self.name!r} has encoder_time_padding "
+                f"{self.encoder_time_padding!r} (expected 'same' or 'causal')"
+            )
 
     @property
     def encoder_channels(self) -> int:

@@ -50,14 +50,15 @@ class Scalogram(nn.Module):
 class EncoderBlock(nn.Module):
     """Residual block over (pitch, time): two convolutions with batch norm, then pooling."""
 
-    def __init__(self, in_channels: int, config: BlockConfig, dropout: float):
+    def __init__(self, in_channels: int, config: BlockConfig, dropout: float, causal: bool = False):
         super().__init__()
         out = config.channels
         self.pool_size = config.pool
-        self.conv_a = nn.Conv2d(in_channels, out, config.kernel_a, padding="same", bias=False)
+        self.causal = causal
+        self.conv_a = _conv2d(in_channels, out, config.kernel_a, causal)
         self.norm_a = nn.BatchNorm2d(out)
         self.dropout = nn.Dropout(dropout)
-        self.conv_b = nn.Conv2d(out, out, config.kernel_b, padding="same", bias=False)
+        self.conv_b = _conv2d(out, out, config.kernel_b, causal)
         self.norm_b = nn.BatchNorm2d(out)
         self.shortcut = (
             nn.Conv2d(in_channels, out, 1, bias=False) if in_channels != out else nn.Identity()
@@ -72,10 +73,22 @@ class EncoderBlock(nn.Module):
             x = F.max_pool2d(x, (pitch, time))
         return x
 
+    def _time_pad(self, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        return F.pad(x, (conv.kernel_size[1] - 1, 0)) if self.causal else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(F.relu(self.norm_a(self.conv_a(x))))
-        h = self.pool(self.norm_b(self.conv_b(h)))
+        h = self.dropout(F.relu(self.norm_a(self.conv_a(self._time_pad(x, self.conv_a)))))
+        h = self.pool(self.norm_b(self.conv_b(self._time_pad(h, self.conv_b))))
         return F.relu(h + self.shortcut(self.pool(x)))
+
+
+def _conv2d(
+    in_channels: int, out_channels: int, kernel: tuple[int, int], causal: bool
+) -> nn.Conv2d:
+    """A bias-free conv, centred in pitch; in time centred, or left-padded by the caller."""
+    if not causal:
+        return nn.Conv2d(in_channels, out_channels, kernel, padding="same", bias=False)
+    return nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel[0] // 2, 0), bias=False)
 
 
 class ChannelNorm(nn.Module):
@@ -138,7 +151,8 @@ class CPCModel(nn.Module):
         self.scalogram = Scalogram(config.front_end)
         blocks, channels = [], config.front_end.in_channels
         for block in config.encoder:
-            blocks.append(EncoderBlock(channels, block, config.dropout))
+            causal = config.encoder_time_padding == "causal"
+            blocks.append(EncoderBlock(channels, block, config.dropout, causal))
             channels = block.channels
         self.encoder = nn.ModuleList(blocks)
         layers, ar_in = [], channels

@@ -179,3 +179,24 @@ def test_left_context_covers_everything_a_context_vector_depends_on():
     assert first_seen >= step_start - model.left_context_samples()
     # …and is not a gross overestimate.
     assert first_seen <= step_start - model.left_context_samples() // 2
+
+
+def test_a_causal_encoder_never_sees_audio_after_its_step():
+    config = dataclasses.replace(tiny(), encoder_time_padding="causal")
+    model = CPCModel(config).eval()
+    steps = 12
+    audio = (torch.randn(1, steps * config.samples_per_step) * 0.1).requires_grad_(True)
+    t = 6
+    (gradient,) = torch.autograd.grad(model(audio)[1][0, :, t].sum(), audio)
+    last_seen = int((gradient[0].abs() > 0).nonzero().max())
+    # Beyond the step's own frames, only the CQT's window reaches ahead.
+    longest_filter = int(max(model.scalogram.cqt.filter_lengths))
+    assert last_seen < (t + 1) * config.samples_per_step + longest_filter // 2
+    same = CPCModel(tiny()).eval()
+    (gradient,) = torch.autograd.grad(same(audio)[1][0, :, t].sum(), audio)
+    assert int((gradient[0].abs() > 0).nonzero().max()) > last_seen + config.samples_per_step
+
+
+def test_an_unknown_encoder_padding_is_refused():
+    with pytest.raises(ConfigError, match="encoder_time_padding"):
+        dataclasses.replace(tiny(), encoder_time_padding="future")
