@@ -95,7 +95,7 @@ def _curves(args: argparse.Namespace) -> int:
     from engine.curves import plot_training
     from engine.train import METRICS_FILE
 
-    run = Path(args.run)
+    run = Path(args.folder)
     out = plot_training(run / METRICS_FILE, args.out or run / "training.png", title=run.name)
     print(f"training curves: {out}")
     return 0
@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw the loss and "
         "CPC accuracy of a run folder (its metrics.jsonl) to RUN/training.png.",
     )
-    curves.add_argument("run", help="the run folder given to `immersions train --out`")
+    curves.add_argument(
+        "folder", metavar="RUN", help="the run folder given to `immersions train --out`"
+    )
     curves.add_argument("--out", help="PNG path (default RUN/training.png)")
     curves.set_defaults(run=_curves)
 

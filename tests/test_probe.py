@@ -94,6 +94,8 @@ def test_training_curves_are_drawn_from_a_runs_metrics(tmp_path):
     png = plot_training(metrics, tmp_path / "curves.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+    assert cli(["curves", str(tmp_path)]) == 0
+    assert (tmp_path / "training.png").stat().st_size > 10_000
 
 
 def test_a_missing_optional_package_is_one_sentence_with_the_install_line():
