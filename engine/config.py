@@ -182,6 +182,7 @@ def small() -> ModelConfig:
         ar_dilations=(1, 2, 4, 8, 1, 2),
         prediction_gap=2,
         prediction_steps=12,
+        encoder_time_padding="causal",
     )
 
 
@@ -213,6 +214,7 @@ def full() -> ModelConfig:
         ar_dilations=(1, 2, 4, 8, 16, 1, 2, 4, 8),
         prediction_gap=4,
         prediction_steps=16,
+        encoder_time_padding="causal",
     )
 
 
