@@ -226,11 +226,13 @@ class CPCModel(nn.Module):
         the encoder and the longest CQT filter): how much a loop must be tiled to the left."""
         config = self.config
         front_end = config.front_end
-        encoder_half = config.encoder_receptive_field * front_end.samples_per_frame // 2
+        # A centred encoder reaches half its receptive field back; a causal one all of it.
+        share = 1 if config.encoder_time_padding == "causal" else 2
+        encoder_reach = config.encoder_receptive_field * front_end.samples_per_frame // share
         longest_filter = int(max(self.scalogram.cqt.filter_lengths))
         return (
             (config.ar_receptive_field - 1) * config.samples_per_step
-            + encoder_half
+            + encoder_reach
             + longest_filter // 2
         )
 

@@ -167,8 +167,9 @@ def test_the_phase_channel_doubles_the_input_and_keeps_gradients_finite_at_silen
     assert torch.isfinite(gradient).all()
 
 
-def test_left_context_covers_everything_a_context_vector_depends_on():
-    model = CPCModel(tiny()).eval()
+@pytest.mark.parametrize("padding", ["same", "causal"])
+def test_left_context_covers_everything_a_context_vector_depends_on(padding):
+    model = CPCModel(dataclasses.replace(tiny(), encoder_time_padding=padding)).eval()
     config = model.config
     steps = 40
     audio = (torch.randn(1, steps * config.samples_per_step) * 0.1).requires_grad_(True)
