@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from engine.atomic import atomic_path
 from engine.config import ConfigError, ModelConfig
 from engine.model import CPCModel
 from engine.statistics import LayerStatistics
@@ -59,17 +59,16 @@ def save_checkpoint(
         "config": json.dumps(model.config.to_dict()),
         "training": json.dumps(training or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a checkpoint is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes private files; a checkpoint is not
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Checkpoint:
@@ -186,12 +185,6 @@ def _statistics(path: Path, tensors: dict[str, torch.Tensor]) -> LayerStatistics
         raise CheckpointError(
             f"{path} has incomplete normalisation statistics (no {error.args[0]})"
         ) from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _first_line(error: BaseException) -> str:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import posixpath
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from engine.atomic import atomic_path
 from engine.audio_io import AUDIO_EXTENSIONS, RESAMPLE_QUALITY, AudioFileError, load_audio
 
 __all__ = [
@@ -548,12 +548,8 @@ class _AudioCache:
     def _store(self, entry: Path, audio: np.ndarray) -> np.ndarray:
         """Write ``audio`` to ``entry``, drop stale versions, and return it memory-mapped."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=self.root, prefix=f".{entry.stem}.", suffix=".tmp", delete=False
-            ) as tmp:
-                np.save(tmp, audio)
-            os.replace(tmp.name, entry)
+            with atomic_path(entry) as tmp, tmp.open("wb") as f:
+                np.save(f, audio)
         except OSError as err:
             self._disable(err)
             return audio

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from engine.atomic import atomic_path
 from engine.checkpoint import CheckpointError, best_device, load_model, save_checkpoint
 from engine.config import preset
 from engine.data import AudioCorpus, CorpusView
@@ -298,9 +299,8 @@ def _save(
         "optimiser": optimiser.state_dict(),
         "schedule": schedule.state_dict(),
     }
-    tmp = out / f".{STATE_FILE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / STATE_FILE)
+    with atomic_path(out / STATE_FILE) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -9,19 +9,19 @@ under a name a rerun would take as done). :func:`finished_seconds` is that check
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from engine.atomic import atomic_path
+
 __all__ = [
     "TEMP_SUFFIX",
     "finish",
     "finished_seconds",
     "remove_temporaries",
-    "temporary_name",
     "write_flac",
     "write_text",
 ]
@@ -79,32 +79,16 @@ def _trim(mono: np.ndarray, sample_rate: int) -> np.ndarray:
     return mono[start:stop]
 
 
-def temporary_name(path: Path) -> Path:
-    """The hidden name ``path`` is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
-
-
 def write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit FLAC to ``path`` through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
+    with atomic_path(path, TEMP_SUFFIX) as tmp:
         sf.write(tmp, audio, sample_rate, format="FLAC", subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def write_text(path: Path, text: str) -> None:
     """Write a text file through a temporary file renamed into place."""
-    tmp = temporary_name(path)
-    try:
+    with atomic_path(path, TEMP_SUFFIX) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def finished_seconds(path: Path, sample_rate: int) -> float | None:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.atomic import atomic_path
 
 __all__ = [
     "COLLECTIONS",
@@ -317,10 +317,5 @@ def _part_notes(elements: Iterable[Any]) -> list[tuple[float, float, int, int]]:
 
 def _write_json_atomic(path: Path, data: object) -> None:
     """Write JSON through a temporary file renamed into place (a cache write may fail)."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False
-        ) as tmp:
-            json.dump(data, tmp, separators=(",", ":"))
-        os.replace(tmp.name, path)
+    with contextlib.suppress(OSError), atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
