@@ -8,6 +8,7 @@ vocabulary of the whole app (target selection, layout, view).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -185,10 +186,31 @@ class CPCModel(nn.Module):
             shapes[f"ar{i + 1}"] = (self.config.ar_channels, 1)
         return shapes
 
-    def activations(self, audio: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        """Every layer's output as (batch, channel, pitch, time); pitch is 1 after the encoder."""
+    def layer_samples_per_frame(self) -> OrderedDict[str, int]:
+        """Audio samples per time step of every layer (each encoder block's time pooling)."""
+        spf = self.config.front_end.samples_per_frame
+        out = OrderedDict([(SCALOGRAM, spf)])
+        for i, block in enumerate(self.config.encoder):
+            spf *= block.pool[1]
+            out[f"enc{i + 1}"] = spf
+        for i in range(len(self.autoregressive)):
+            out[f"ar{i + 1}"] = spf
+        return out
+
+    def activations(
+        self,
+        audio: torch.Tensor,
+        scalogram_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> OrderedDict[str, torch.Tensor]:
+        """Every layer's output as (batch, channel, pitch, time); pitch is 1 after the encoder.
+
+        ``scalogram_transform`` changes the scalogram before the encoder sees it (the input
+        optimisation's masks); the returned scalogram is the transformed one.
+        """
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         x = self.scalogram(audio)
+        if scalogram_transform is not None:
+            x = scalogram_transform(x)
         out[SCALOGRAM] = x
         for i, block in enumerate(self.encoder):
             x = block(x)
@@ -235,6 +257,16 @@ class CPCModel(nn.Module):
             + encoder_reach
             + longest_filter // 2
         )
+
+    def right_context_samples(self) -> int:
+        """Audio after a time step that it depends on: the longest CQT filter's second half,
+        plus half the encoder's receptive field when its time kernels are centred."""
+        config = self.config
+        longest_filter = int(max(self.scalogram.cqt.filter_lengths))
+        reach = longest_filter // 2
+        if config.encoder_time_padding != "causal":
+            reach += config.encoder_receptive_field * config.front_end.samples_per_frame // 2
+        return reach
 
     def cpc_loss(self, z: torch.Tensor, c: torch.Tensor) -> CPCResult:
         """InfoNCE: each prediction must pick its true future among every (batch, time) target.

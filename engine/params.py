@@ -570,10 +570,10 @@ def _choice(name: str, label: str, group: str, choices: Iterable[Value], default
 def _optimisation() -> list[ParamSpec]:
     group = "optimisation"
     return [
-        # The gradient is divided by its standard deviation, so each step moves a sample by
-        # about the learning rate; 10^-2 with mix_original 0.01 lets the clip drift up to
-        # full scale from its origin within ~100 steps, an audible morph over a few loops.
-        _number("learning_rate", "Learning rate", group, -5.0, 2.0, -2.0,
+        # The gradient is divided by its standard deviation, so a typical sample moves by
+        # about the learning rate per step, the sharpest ones ~30x more: at 10^-2 those
+        # overshoot and the loss rises; 10^-3 raises the target steadily over a loop.
+        _number("learning_rate", "Learning rate", group, -5.0, 2.0, -3.0,
                 "Step size of each waveform update as a power of ten (10^x); the bottom of "
                 "the range (below -4.9) means 0 and freezes the sound.",
                 scale="exponent", zero_below=-4.9),
@@ -640,7 +640,8 @@ def _target() -> list[ParamSpec]:
         _choice("objective_sign", "Objective", group, ("maximise", "minimise"), "maximise",
                 "Whether the optimisation excites or silences the target neurons."),
         _choice("objective_exponent", "Objective exponent", group, (1, 2), 1,
-                "Power of the mean target activation in the loss (2 favours strong peaks)."),
+                "Power of each target activation, sign kept, before the mean (2 favours "
+                "strong peaks)."),
     ]
 
 
