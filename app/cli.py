@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.engine_commands import add_engine_commands
 from engine.corpus import add_corpus_commands
 
 
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", help="PNG path (default RUN/training.png)")
     curves.set_defaults(run=_curves)
 
+    add_engine_commands(commands)
     add_corpus_commands(commands)
     return parser
 
@@ -199,14 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="immersions: %(message)s")
     args = build_parser().parse_args(argv)
+    from engine.audio_io import AudioFileError
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
     from engine.data import DataError
     from engine.extras import MissingDependencyError
+    from engine.objectives import TargetSpecError
+    from engine.params import ParamError
 
+    user_errors = (
+        AudioFileError,
+        CheckpointError,
+        ConfigError,
+        DataError,
+        MissingDependencyError,
+        ParamError,
+        TargetSpecError,
+    )
     try:
         return args.run(args)
-    except (CheckpointError, ConfigError, DataError, MissingDependencyError) as error:
+    except user_errors as error:
         print(f"immersions: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

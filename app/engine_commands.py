@@ -1,0 +1,136 @@
+"""The engine's headless commands: ``immersions render`` and ``immersions bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _origin(model: Any, clip: str | None) -> tuple[Any, list[Path]]:
+    """The origin audio (``clip`` or the first bundled clip) and the bundled clip list."""
+    from engine.audio_io import AudioFileError, load_audio
+    from engine.clips import list_default_clips
+
+    clips = list_default_clips()
+    rate = model.config.front_end.sample_rate
+    if clip is not None:
+        return load_audio(clip, rate), clips
+    if not clips:
+        raise AudioFileError("assets/clips", "it holds no clip; name one with --clip")
+    return load_audio(clips[0], rate), clips
+
+
+def _assignments(model: Any, texts: list[str]) -> dict[str, Any]:
+    from engine.params import REGISTRY
+
+    registry = REGISTRY.with_layers(model.layer_names)
+    return dict(registry.parse_assignment(text) for text in texts)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from engine.checkpoint import load_model
+    from engine.objectives import parse_target_spec
+    from engine.render import render
+
+    model = load_model(args.model, device=args.device)
+    changes = _assignments(model, args.set)
+    targets = [parse_target_spec(spec, model.layer_names) for spec in args.target] or None
+    origin, clips = _origin(model, args.clip)
+    result = render(
+        model,
+        origin,
+        args.out,
+        args.seconds,
+        clips=[] if args.clip else clips,
+        changes=changes,
+        targets=targets,
+        steps_per_loop=args.steps_per_loop,
+        snapshots=args.snapshots,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {result.path}: {result.seconds:.1f} s, {result.loops} loops, "
+        f"{result.steps_per_loop} steps per loop ({result.step_seconds * 1000:.0f} ms a step)"
+        + (f", {result.snapshots} snapshots in {args.snapshots}" if args.snapshots else "")
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from engine.bench import run_bench
+
+    report = run_bench(
+        model_path=args.model,
+        device=args.device,
+        audio_seconds=args.audio_seconds,
+        output_device=args.output_device,
+        progress=None if args.json else lambda text: print(text, file=sys.stderr),
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        shown = f"{value:.3g}" if isinstance(value, float) else value
+        print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def add_engine_commands(commands: Any) -> None:
+    """Add ``render`` and ``bench`` to the CLI's subcommands."""
+    render = commands.add_parser(
+        "render",
+        help="run the engine with no screen or sound card and write what is heard",
+        description="Run the sonification engine headless and write the loop sequence a "
+        "listener would have heard (with its crossfades) to a WAV file.",
+    )
+    render.add_argument("--model", help="a checkpoint (default: the shipped model)")
+    render.add_argument("--clip", help="origin audio file (default: the first bundled clip)")
+    render.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="LAYER[:CHANNELS[:PITCHES[:TIMES]]], ranges as N, N-M or * (e.g. enc5:12); "
+        "repeat for several; default: the target controls (--set layer=… channel_position=…)",
+    )
+    render.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter from the registry, e.g. --set learning_rate=-2.5; repeatable",
+    )
+    render.add_argument("--seconds", type=float, required=True)
+    render.add_argument("--out", required=True, help="the WAV file to write")
+    render.add_argument("--snapshots", metavar="DIR", help="write each loop's activations (npz)")
+    render.add_argument(
+        "--steps-per-loop",
+        type=int,
+        help="optimisation steps between loops (default: as many as this machine does in "
+        "real time; set it for a repeatable render)",
+    )
+    render.add_argument("--device", help="cpu, cuda, mps (default: the best there is)")
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+    render.set_defaults(run=_render)
+
+    bench = commands.add_parser(
+        "bench",
+        help="check this machine: engine speed, steps per loop, audio callback health",
+        description="Measure the engine's steps per second, the steps between two loops at "
+        "the default settings, and the audio callback's timing and xruns on the output "
+        "device with the engine running.",
+    )
+    bench.add_argument("--model", help="a checkpoint (default: the shipped model)")
+    bench.add_argument("--device", help="compute device (default: the best there is)")
+    bench.add_argument(
+        "--output-device", help="sound output: a name or index (default: the system's)"
+    )
+    bench.add_argument(
+        "--audio-seconds", type=float, default=20.0, help="length of the timed audio run"
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(run=_bench)
