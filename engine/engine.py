@@ -242,6 +242,10 @@ class Engine:
             self._report(result.problem)
         return self._publish_snapshot(result)
 
+    def apply_pending(self) -> None:
+        """Apply the queued changes and commands now, without stepping (synchronous use)."""
+        self._drain()
+
     def publish_clip(self) -> np.ndarray:
         """Hand the current loop, equalised, to ``on_clip``; returns it."""
         clip = self.sonifier.clip_array()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from engine.atomic import atomic_path
 from engine.engine import Engine, Snapshot
 from engine.loop import LoopSequencer, frames_for_ms
 from engine.model import CPCModel
-from engine.objectives import Target
+from engine.objectives import Target, check_targets
 from engine.params import ParameterValues
 
 __all__ = ["RenderResult", "render"]
@@ -61,20 +61,23 @@ def render(
     steps_per_loop: int | None = None,
     snapshots: str | Path | None = None,
     progress: bool = False,
+    on_clip: Callable[[np.ndarray, int], None] | None = None,
 ) -> RenderResult:
     """Render ``seconds`` of the morphing loop to the WAV file ``out`` (float, mono, the
     model's sample rate). ``changes`` are parameter assignments (clamped and reported);
     ``targets`` replace the target controls; ``clips`` are what the ``clip`` parameter
     indexes; ``snapshots`` is a folder for one npz of
-    copy 0's activations per loop."""
+    copy 0's activations per loop; ``on_clip`` sees every clip as it enters."""
     if not seconds > 0:
         raise ValueError(f"a render needs a positive length in seconds, not {seconds!r}.")
-    engine = Engine(model, origin, values, clips=clips)
+    engine = Engine(model, origin, values, clips=clips, on_clip=on_clip)
     if changes:
         engine.set(**changes)
+        engine.apply_pending()
     if targets is not None:
+        check_targets(targets, engine.sonifier.loop_shapes())  # a bad one raises here
         engine.set_targets(targets)
-    engine.step_once()  # applies the inbox (targets are checked here) and warms up
+    engine.step_once()  # warms up
     rate = engine.sample_rate
     values = engine.values
     fade = frames_for_ms(float(values["crossfade_ms"]), rate)
@@ -95,18 +98,23 @@ def render(
     bar = tqdm(total=loops, unit="loop", desc="rendering", disable=not progress)
     written = saved = 0
     snapshot: Snapshot | None = engine.latest
+    sequencer.submit(engine.publish_clip())  # the first clip enters at once
     try:
         for index in range(loops):
-            if index > 0:
-                for _ in range(steps_per_loop):
-                    snapshot = engine.step_once() or snapshot
-            sequencer.submit(engine.publish_clip())
-            count = min(loop, total - written)
-            sequencer.fill(audio[written : written + count])
-            written += count
             if folder is not None and snapshot is not None:
                 _save_snapshot(folder / f"loop-{index:04d}.npz", snapshot)
                 saved += 1
+            count = min(loop, total - written)
+            # As live: the next clip is handed over just before the boundary (here, one
+            # frame before it), after the steps the engine managed during this loop.
+            head = max(count - 1, 0)
+            sequencer.fill(audio[written : written + head])
+            if index + 1 < loops:
+                for _ in range(steps_per_loop):
+                    snapshot = engine.step_once() or snapshot
+                sequencer.submit(engine.publish_clip())
+            sequencer.fill(audio[written + head : written + count])
+            written += count
             bar.update(1)
     finally:
         bar.close()
