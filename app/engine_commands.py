@@ -66,6 +66,7 @@ def _bench(args: argparse.Namespace) -> int:
         model_path=args.model,
         device=args.device,
         audio_seconds=args.audio_seconds,
+        step_seconds=args.step_seconds,
         output_device=args.output_device,
         progress=None if args.json else lambda text: print(text, file=sys.stderr),
     )
@@ -131,6 +132,9 @@ def add_engine_commands(commands: Any) -> None:
     )
     bench.add_argument(
         "--audio-seconds", type=float, default=20.0, help="length of the timed audio run"
+    )
+    bench.add_argument(
+        "--step-seconds", type=float, default=3.0, help="how long each batch size is timed"
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=_bench)

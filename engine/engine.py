@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Losses kept for the loss plot.
 HISTORY = 600
+#: Seconds before the listener's boundary, beyond two steps, that a clip is handed over:
+#: the player's status is up to 50 ms old and the clip must cross to the audio process.
+PUBLISH_LEAD = 0.15
 #: Parameters whose change means a new loop length.
 _LOOP_LENGTH = ("bpm", "bars_per_loop")
 
@@ -370,7 +373,7 @@ class Engine:
             period = loop_seconds(self.values)
             left = period - (time.monotonic() - self._clock_start) % period
         latest = self._latest
-        lead = max(0.05, 1.5 * latest.step_seconds) if latest is not None else 0.05
+        lead = PUBLISH_LEAD + 2.0 * (latest.step_seconds if latest is not None else 0.0)
         if left > lead:
             self._boundary_done = False
             return False
