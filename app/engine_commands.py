@@ -80,8 +80,26 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from engine.audio import list_output_devices
+
+    outputs = list_output_devices()
+    if args.json:
+        print(json.dumps({"audio_outputs": [asdict(d) for d in outputs]}))
+        return 0
+    print("audio outputs (use the index or a part of the name as --output-device):")
+    if not outputs:
+        print("  none: PortAudio lists no output device (the engine would run silent)")
+    for d in outputs:
+        rate = f"{d.default_sample_rate:g} Hz"
+        print(f"  {d.index:>3}  {d.name}  ({d.host_api}, {d.channels} ch, {rate})")
+    return 0
+
+
 def add_engine_commands(commands: Any) -> None:
-    """Add ``render`` and ``bench`` to the CLI's subcommands."""
+    """Add ``render``, ``bench`` and ``devices`` to the CLI's subcommands."""
     render = commands.add_parser(
         "render",
         help="run the engine with no screen or sound card and write what is heard",
@@ -138,3 +156,11 @@ def add_engine_commands(commands: Any) -> None:
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=_bench)
+
+    devices = commands.add_parser(
+        "devices",
+        help="list the sound outputs",
+        description="List the audio output devices PortAudio sees, for --output-device.",
+    )
+    devices.add_argument("--json", action="store_true", help="print one JSON object")
+    devices.set_defaults(run=_devices)

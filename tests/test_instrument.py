@@ -93,3 +93,13 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
     assert set(report["steps_per_second"]) == {"1", "2", "4"}
     assert report["audio_state"] == "playing"
     assert "'no such device' could not be opened" in report["audio_note"]
+
+
+def test_devices_lists_the_jack_output(
+    jack_server: JackServer, jack_sounddevice: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["devices", "--json"]) == 0
+    outputs = json.loads(capsys.readouterr().out)["audio_outputs"]
+    assert any(d["host_api"] == "JACK Audio Connection Kit" for d in outputs), outputs
+    assert main(["devices"]) == 0
+    assert "JACK Audio Connection Kit" in capsys.readouterr().out
