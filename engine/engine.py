@@ -55,7 +55,8 @@ class Snapshot:
     ``activations``: copy 0's normalised activations per layer, float16 (channel, pitch,
     time) over the loop window; ``scalogram``: its log power, float16 (pitch, time);
     ``gradient``: d loss / d waveform over the loop, float32; ``loss_history``: the last
-    losses, float32; ``targets``: the target regions, resolved to index ranges.
+    losses, float32; ``loss_terms``: this step's weighted loss terms by name;
+    ``targets``: the target regions, resolved to index ranges.
     """
 
     step: int
@@ -64,6 +65,7 @@ class Snapshot:
     gradient: np.ndarray
     loss: float
     loss_history: np.ndarray
+    loss_terms: Mapping[str, float]
     step_seconds: float
     steps_per_second: float
     values: ParameterValues
@@ -350,6 +352,7 @@ class Engine:
             gradient=_frozen(result.gradient, torch.float32),
             loss=result.loss,
             loss_history=_frozen(torch.tensor(list(self._losses)), torch.float32),
+            loss_terms=dict(result.terms),
             step_seconds=result.seconds,
             steps_per_second=rate,
             values=self.values,

@@ -49,7 +49,8 @@ class StepResult:
 
     ``activations``: normalised, (channel, pitch, time) per layer; ``scalogram``: log power
     (pitch, time); ``gradient``: d loss / d waveform (loop samples); ``terms``: each loss
-    term's weighted value; ``problem``: a sentence when the step fell back, else None.
+    term's weighted value and ``"loss"`` their sum; ``problem``: a sentence when the step
+    fell back, else None.
     """
 
     step: int
@@ -105,8 +106,8 @@ class Sonifier:
 
     # --- state ----------------------------------------------------------------------------
 
-    def set_origin(self, origin: np.ndarray, keep_clip: bool = False) -> None:
-        """Start from (or, with ``keep_clip``, only mix back in) a new origin loop."""
+    def set_origin(self, origin: np.ndarray) -> None:
+        """Start again from a new origin loop (its length becomes the loop's)."""
         origin_tensor = torch.as_tensor(np.asarray(origin, dtype=np.float32), device=self.device)
         if origin_tensor.ndim != 1 or origin_tensor.numel() < 2:
             raise ValueError("an origin clip is one channel of at least two samples")
@@ -115,9 +116,6 @@ class Sonifier:
         peak = float(origin_tensor.abs().max())
         if peak > 1.0:
             origin_tensor = origin_tensor / peak
-        if keep_clip and origin_tensor.numel() == self.origin.numel():
-            self.origin = origin_tensor
-            return
         self.origin = origin_tensor
         self.clip = origin_tensor.clone()
         self.last_good = origin_tensor.clone()
@@ -151,12 +149,14 @@ class Sonifier:
 
     # --- the step -------------------------------------------------------------------------
 
-    def objective(self, values: ParameterValues, targets: Sequence[Target]) -> Objective | None:
-        """The loss the controls describe (None when every term is off)."""
-        terms: list[Objective] = []
+    def objectives(
+        self, values: ParameterValues, targets: Sequence[Target]
+    ) -> dict[str, Objective]:
+        """The weighted loss terms the controls describe, by name (the loss is their sum)."""
+        terms: dict[str, Objective] = {}
         if targets:
-            terms.append(
-                target(targets, str(values["objective_sign"]), int(values["objective_exponent"]))
+            terms["target"] = target(
+                targets, str(values["objective_sign"]), int(values["objective_exponent"])
             )
         for name, make in (
             ("activation_penalty", activity_penalty),
@@ -165,8 +165,8 @@ class Sonifier:
         ):
             weight = float(values.effective(name))
             if weight > 0:
-                terms.append(weight * make())
-        return sum(terms) if terms else None  # type: ignore[return-value]
+                terms[name] = weight * make()
+        return terms
 
     def view(self, batch: torch.Tensor, values: ParameterValues) -> ModelView:
         """Run the model on a batch of loop copies (batch, loop samples) with the masks."""
@@ -195,19 +195,21 @@ class Sonifier:
         self.steps += 1
         batch_size = int(values["batch_size"])
         jitter = CircularJitter(round(float(values["time_jitter"]) * self.sample_rate))
-        objective = self.objective(values, targets)
+        objectives = self.objectives(values, targets)
 
         with torch.enable_grad():
             clip = self.clip.detach().requires_grad_(True)
             copies = jitter(clip.expand(batch_size, -1), self.generator)
             view = self.view(copies, values)
-            if objective is None:
+            parts = {name: objective(view) for name, objective in objectives.items()}
+            if parts:
+                loss = torch.stack(list(parts.values())).sum()
+                (gradient,) = torch.autograd.grad(loss, clip)
+            else:
                 loss = torch.zeros((), device=self.device)
                 gradient = torch.zeros_like(clip)
-            else:
-                loss = objective(view)
-                (gradient,) = torch.autograd.grad(loss, clip)
-        terms = {"loss": float(loss.detach())}
+        terms = {name: float(part.detach()) for name, part in parts.items()}
+        terms["loss"] = float(loss.detach())
 
         problem = None
         with torch.no_grad():

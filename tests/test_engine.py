@@ -73,6 +73,7 @@ def test_snapshots_hold_float16_activations_of_every_layer_and_the_loss_history(
     assert snapshot.scalogram.dtype == np.float16 and snapshot.scalogram.shape[0] == 96
     assert snapshot.gradient.shape == (round(1.2 * RATE),)
     assert snapshot.loss_history.shape == (3,) and snapshot.loss_history[-1] == snapshot.loss
+    assert set(snapshot.loss_terms) == {"target", "loss"}
     assert snapshot.device == "cpu"
     with pytest.raises(ValueError):
         snapshot.activations["enc5"][0, 0, 0] = 1  # published arrays are read-only
