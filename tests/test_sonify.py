@@ -18,7 +18,6 @@ from engine.objectives import (
     activity_penalty,
     high_frequency_penalty,
     noise_penalty,
-    region_mean,
 )
 from engine.params import REGISTRY, ParameterValues
 from engine.sonify import Sonifier, fit_loop
@@ -57,25 +56,29 @@ def _run(sonifier: Sonifier, values: ParameterValues, targets: list[Region], ste
 
 
 TARGET = Region("enc5", channels=(10, 11))
-MATCHED = Region("enc5", channels=(20, 21))  # same layer, pitches and times; not targeted
 
 
-def _rise(sonifier: Sonifier, values: ParameterValues, region: Region) -> float:
-    return float(region_mean(_measure(sonifier, values), [region])[0])
+def _channel_means(sonifier: Sonifier, values: ParameterValues) -> torch.Tensor:
+    """Mean normalised activation of every enc5 channel over its pitches and the loop."""
+    return _measure(sonifier, values).activations["enc5"][0].mean(dim=(1, 2))
 
 
 @pytest.mark.parametrize("sign", ["maximise", "minimise"])
-def test_a_targeted_region_moves_clearly_more_than_a_matched_untargeted_one(
+def test_a_targeted_region_moves_clearly_more_than_matched_untargeted_ones(
     model: CPCModel, origin: np.ndarray, sign: str
 ) -> None:
+    # Matched: the same layer, pitches and times, in every other channel (on average, as
+    # single channels can be correlated with the target).
     values = _values(model, objective_sign=sign)
     sonifier = Sonifier(model, origin, seed=0)
-    before = {r: _rise(sonifier, values, r) for r in (TARGET, MATCHED)}
+    before = _channel_means(sonifier, values)
     _run(sonifier, values, [TARGET], STEPS)
-    change = {r: _rise(sonifier, values, r) - before[r] for r in (TARGET, MATCHED)}
+    change = _channel_means(sonifier, values) - before
+    targeted = float(change[10])
+    matched = float(torch.cat([change[:10], change[11:]]).mean())
     direction = 1.0 if sign == "maximise" else -1.0
-    assert direction * change[TARGET] > 0.25, change
-    assert direction * change[TARGET] > 2 * abs(change[MATCHED]), change
+    assert direction * targeted > 0.25, (targeted, matched)
+    assert direction * targeted > 2 * abs(matched), (targeted, matched)
 
 
 # Log power is compressive, so the sound penalties need finer steps to fall steadily.
