@@ -13,6 +13,7 @@ setup:
 	@scripts/setup.sh test
 
 bench:
-	@scripts/setup.sh test
+	@scripts/setup.sh bench
 	@.venv/bin/python tests/bench/bench_cqt.py
 	@.venv/bin/python tests/bench/bench_model.py
+	@.venv/bin/python tests/bench/bench_layout.py

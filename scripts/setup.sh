@@ -3,6 +3,7 @@
 # a local virtual environment in .venv, the pinned torch first, then the project.
 #   scripts/setup.sh app    what the app needs
 #   scripts/setup.sh test   the app plus the test tools and real parts (Xvfb, JACK)
+#   scripts/setup.sh bench  the tests plus the benchmarks' peers (make bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-app}
@@ -33,7 +34,7 @@ install_system_packages() {
     return
   fi
   local wanted=("${app_packages[@]}")
-  [ "$mode" = test ] && wanted+=("${test_packages[@]}")
+  [ "$mode" != app ] && wanted+=("${test_packages[@]}")
   python3 -c 'import ensurepip' 2>/dev/null || wanted+=(python3-venv)
   local missing=()
   for package in "${wanted[@]}"; do
@@ -56,7 +57,11 @@ install_python_packages() {
   local python stamp extras want
   python=$(find_python)
   [ -x .venv/bin/python ] || { say "creating .venv"; "$python" -m venv .venv; }
-  extras=$([ "$mode" = test ] && echo '[dev]' || echo '')
+  case "$mode" in
+    test) extras='[dev]' ;;
+    bench) extras='[dev,bench]' ;;  # the benchmarks' peers too
+    *) extras='' ;;
+  esac
   stamp=.venv/.immersions-setup
   want="$torch_spec $extras $(sha256sum pyproject.toml | cut -c1-16)"
   if [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
