@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from app.engine_commands import add_engine_commands
+from app.layout_commands import add_layout_commands
 from engine.corpus import add_corpus_commands
 
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.set_defaults(run=_curves)
 
     add_engine_commands(commands)
+    add_layout_commands(commands)
     add_corpus_commands(commands)
     return parser
 
@@ -208,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.extras import MissingDependencyError
     from engine.objectives import TargetSpecError
     from engine.params import ParamError
+    from layout.files import LayoutFileError
 
     user_errors = (
         AudioFileError,
@@ -217,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MissingDependencyError,
         ParamError,
         TargetSpecError,
+        LayoutFileError,
     )
     try:
         return args.run(args)
