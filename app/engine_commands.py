@@ -61,15 +61,23 @@ def _render(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from engine.bench import run_bench
+    from engine.checkpoint import load_model
+    from layout.bench import layout_step_ms
 
+    say = None if args.json else lambda text: print(text, file=sys.stderr)
     report = run_bench(
         model_path=args.model,
         device=args.device,
         audio_seconds=args.audio_seconds,
         step_seconds=args.step_seconds,
         output_device=args.output_device,
-        progress=None if args.json else lambda text: print(text, file=sys.stderr),
+        progress=say,
     )
+    if say is not None:
+        say("timing a layout step of the model's map")
+    model = load_model(args.model, device=args.device)
+    report["layout_nodes"] = sum(c * p for c, p in model.layer_shapes().values())
+    report["layout_step_ms"] = layout_step_ms(model, device=str(next(model.parameters()).device))
     if args.json:
         print(json.dumps(report))
         return 0

@@ -33,9 +33,13 @@ def _layout(args: argparse.Namespace) -> int:
     rate = model.config.front_end.sample_rate
     clips = [load_audio(path, rate) for path in list_default_clips()]
     out = Path(args.out) if args.out else default_layout_path(args.model)
-    bar = tqdm(total=1, desc="layout", disable=args.quiet, bar_format="{desc}: {elapsed}")
+    bar = tqdm(total=args.times, desc="layout", unit="part", disable=args.quiet)
 
-    def progress(what: str, _done: int, _total: int) -> None:
+    def progress(what: str, done: int, total: int) -> None:
+        # Levels come first, then the time positions: one bar over both.
+        if what.startswith("level") and bar.total != total + args.times:
+            bar.total = total + args.times
+        bar.n = done if what.startswith("level") else bar.total - args.times + done
         bar.set_description_str(f"layout: {what}")
 
     began = time.perf_counter()
@@ -49,6 +53,7 @@ def _layout(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=progress,
     )
+    bar.n = bar.total
     bar.close()
     save_layout(out, data)
     nodes, times = data.positions.shape[1], data.positions.shape[0]

@@ -91,6 +91,7 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
         report
     )
     assert set(report["steps_per_second"]) == {"1", "2", "4"}
+    assert report["layout_nodes"] == 2976 and report["layout_step_ms"] > 0
     assert report["audio_state"] == "playing"
     assert "'no such device' could not be opened" in report["audio_note"]
 
