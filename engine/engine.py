@@ -97,6 +97,10 @@ class Engine:
         self.model = model
         self.sample_rate = model.config.front_end.sample_rate
         self.clips = list(clips)
+        self.on_clip = on_clip
+        self.on_report = on_report
+        self.seconds_to_boundary = seconds_to_boundary
+        self.reports: collections.deque[str] = collections.deque(maxlen=100)
         registry = REGISTRY.with_layers(model.layer_names).with_clips(max(len(self.clips), 1))
         if values is None:
             self.values = ParameterValues.defaults(registry)
@@ -104,10 +108,6 @@ class Engine:
             self.values, notes = values.rebind(registry)
             for note in notes:
                 self._report(note)
-        self.on_clip = on_clip
-        self.on_report = on_report
-        self.seconds_to_boundary = seconds_to_boundary
-        self.reports: collections.deque[str] = collections.deque(maxlen=100)
 
         self._source = np.asarray(origin, dtype=np.float32).reshape(-1)
         loop = fit_loop(self._source, self._loop_samples(), self.sample_rate)

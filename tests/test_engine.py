@@ -169,6 +169,19 @@ def test_out_of_range_values_are_clamped_and_reported(model: CPCModel, origin: n
     assert any("enc99" in r for r in engine.reports)
 
 
+def test_values_from_elsewhere_are_fitted_to_this_model_and_clip_list(
+    model: CPCModel, origin: np.ndarray
+) -> None:
+    # e.g. a preset saved with 12 clips and another model's layer, loaded with 3 clips.
+    registry = REGISTRY.with_layers([*model.layer_names, "enc9"]).with_clips(12)
+    preset, _ = ParameterValues.defaults(registry).replace(clip=7, layer="enc9", bpm=200.0)
+    reports: list[str] = []
+    engine = Engine(model, origin, preset, clips=list_default_clips()[:3], on_report=reports.append)
+    assert engine.values["clip"] == 2 and engine.values["layer"] == "enc5"
+    assert engine.values["bpm"] == 200.0
+    assert len(reports) == 2 and reports == list(engine.reports)
+
+
 def test_keep_selection_adds_targets_and_select_without_it_clears_them(
     model: CPCModel, origin: np.ndarray
 ) -> None:
