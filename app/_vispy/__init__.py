@@ -1,0 +1,1 @@
+"""vispy visuals that mirror the app's Qt-free models."""
