@@ -23,3 +23,11 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def make_shareable(path: str | Path) -> None:
+    """Give ``path`` the permissions a new file gets from the umask: safetensors writes
+    private (0600) files, but checkpoints and layouts are meant to be shared."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

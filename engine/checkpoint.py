@@ -9,7 +9,6 @@ and ``stats.<layer>.data_std``; string metadata ``format``, ``config`` (JSON) an
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.atomic import atomic_path
+from engine.atomic import atomic_path, make_shareable
 from engine.config import ConfigError, ModelConfig
+from engine.messages import first_line
 from engine.model import CPCModel
 from engine.statistics import LayerStatistics
 
@@ -61,14 +61,8 @@ def save_checkpoint(
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes private files; a checkpoint is not
+        make_shareable(tmp)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class Checkpoint:
@@ -87,7 +81,7 @@ class Checkpoint:
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(
                 f"{self.path} is not a readable Immersions checkpoint "
-                f"(truncated, corrupt or another format: {_first_line(error)})"
+                f"(truncated, corrupt or another format: {first_line(error)})"
             ) from None
         if metadata.get("format") != FORMAT:
             raise CheckpointError(
@@ -185,8 +179,3 @@ def _statistics(path: Path, tensors: dict[str, torch.Tensor]) -> LayerStatistics
         raise CheckpointError(
             f"{path} has incomplete normalisation statistics (no {error.args[0]})"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -30,6 +30,7 @@ import torch
 
 from engine.audio_io import AudioFileError, load_audio
 from engine.eq import equalise
+from engine.messages import first_line
 from engine.model import CPCModel
 from engine.objectives import Region, Selection, Target, check_targets
 from engine.params import REGISTRY, ParameterValues, loop_seconds
@@ -236,7 +237,7 @@ class Engine:
             self._failures += 1
             self.sonifier.clip = self.sonifier.last_good.clone()
             self._report(
-                f"engine step {self.sonifier.steps} failed ({_one_line(error)}); "
+                f"engine step {self.sonifier.steps} failed ({first_line(error)}); "
                 "it goes on from the last good clip."
             )
             if self._failures > 1:
@@ -263,7 +264,7 @@ class Engine:
             try:
                 self.on_clip(clip, self.sample_rate)
             except Exception as error:
-                self._report(f"the player refused a clip ({_one_line(error)}).")
+                self._report(f"the player refused a clip ({first_line(error)}).")
         return clip
 
     @property
@@ -291,7 +292,7 @@ class Engine:
             try:
                 command()
             except Exception as error:
-                self._report(f"an engine command failed ({_one_line(error)}).")
+                self._report(f"an engine command failed ({first_line(error)}).")
 
     def _apply(self, changes: Mapping[str, Any]) -> None:
         old = self.values
@@ -398,8 +399,3 @@ def _frozen(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     array = tensor.detach().to("cpu", dtype).numpy().copy()
     array.flags.writeable = False
     return array
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

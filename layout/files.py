@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -25,7 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.atomic import atomic_path
+from engine.atomic import atomic_path, make_shareable
+from engine.messages import first_line
 from engine.model import CPCModel
 
 FORMAT = "immersions-layout"
@@ -193,7 +193,7 @@ def save_layout(path: str | Path, layout: LayoutData) -> Path:
     metadata = {"format": FORMAT, "version": str(VERSION), "header": json.dumps(header)}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes private files; a layout is not
+        make_shareable(tmp)
     return path
 
 
@@ -202,12 +202,6 @@ def _library_version() -> str:
         return package_metadata.version("immersions")
     except package_metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def layout_header(path: str | Path) -> dict[str, Any]:
@@ -220,7 +214,7 @@ def layout_header(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise _error(path, f"is truncated or corrupt ({_first_line(error)})") from None
+        raise _error(path, f"is truncated or corrupt ({first_line(error)})") from None
     return _header(path, metadata)
 
 
@@ -283,7 +277,7 @@ def load_layout(
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         if isinstance(error, LayoutFileError):
             raise
-        raise _error(path, f"is truncated or corrupt ({_first_line(error)})") from None
+        raise _error(path, f"is truncated or corrupt ({first_line(error)})") from None
     if expected_hash is not None and header["model_hash"] != expected_hash:
         raise _error(
             path,
@@ -324,8 +318,3 @@ def load_layout(
 
 def _error(path: Path, what: str) -> LayoutFileError:
     return LayoutFileError(f"layout file {path} {what}")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
