@@ -65,9 +65,9 @@ def _bench(args: argparse.Namespace) -> int:
     from layout.bench import layout_step_ms
 
     say = None if args.json else lambda text: print(text, file=sys.stderr)
+    model = load_model(args.model, device=args.device)
     report = run_bench(
-        model_path=args.model,
-        device=args.device,
+        model,
         audio_seconds=args.audio_seconds,
         step_seconds=args.step_seconds,
         output_device=args.output_device,
@@ -75,7 +75,6 @@ def _bench(args: argparse.Namespace) -> int:
     )
     if say is not None:
         say("timing a layout step of the model's map")
-    model = load_model(args.model, device=args.device)
     report["layout_nodes"] = sum(c * p for c, p in model.layer_shapes().values())
     report["layout_step_ms"] = layout_step_ms(model, device=str(next(model.parameters()).device))
     if args.json:

@@ -38,7 +38,7 @@ STEP_SECONDS = 3.0
 
 
 def run_bench(
-    model_path: str | Path | None = None,
+    model: CPCModel | None = None,
     device: str | None = None,
     audio_seconds: float = 20.0,
     output_device: DeviceSpec = None,
@@ -47,9 +47,11 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     player_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure and return the machine check as one JSON-ready dict."""
+    """Measure and return the machine check as one JSON-ready dict (``model``: the shipped
+    one, on ``device``, when None)."""
     say = progress or (lambda _text: None)
-    model = load_model(model_path, device=device)
+    if model is None:
+        model = load_model(device=device)
     clips = list_default_clips()
     rate = model.config.front_end.sample_rate
     origin = load_audio(clips[0], rate)
