@@ -412,13 +412,16 @@ class LoopPlayer:
     def submit(self, clip: np.ndarray, rate: int) -> None:
         """Hand over the next clip (mono, at ``rate`` Hz); it enters at the next boundary.
 
-        Cheap for the caller: here the clip is only checked and copied (float32); the
-        audio process resamples it to the output rate. A newer clip submitted before the
-        boundary replaces this one. Raises ValueError for a bad clip.
+        The clip is checked and resampled to the output's rate here, in the caller's
+        thread (a few ms per loop): soxr holds the GIL while it runs, which in the audio
+        process would delay the callback by as much. Only if the device's rate changes
+        before the clip arrives does the audio process resample it. A newer clip
+        submitted before the boundary replaces this one. Raises ValueError for a bad clip.
         """
-        samples = prepare_clip(clip, rate, int(rate))
+        out_rate = self.sample_rate
+        samples = prepare_clip(clip, rate, out_rate)
         with self._cond:
-            self._clip = (self._clip_id + 1, samples, int(rate))
+            self._clip = (self._clip_id + 1, samples, out_rate)
             self._dirty.add("clip")
             self._cond.notify_all()
 
