@@ -10,11 +10,16 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from app.engine_commands import add_engine_commands
+from app.launch import add_app_arguments
 from app.layout_commands import add_layout_commands
 from engine.corpus import add_corpus_commands
+
+#: When the command started (as early as this process can tell), for the first-sound figure.
+_STARTED = time.monotonic()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -104,12 +109,9 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace) -> int:
-    print(
-        "immersions: the desktop app is not built yet; "
-        "use `immersions train` and `immersions eval` (see `immersions --help`).",
-        file=sys.stderr,
-    )
-    return 2
+    from app.launch import run_app
+
+    return run_app(args, _STARTED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hear and see what a self-supervised model of music hears.",
     )
     parser.set_defaults(run=_app)
+    add_app_arguments(parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     train = commands.add_parser(

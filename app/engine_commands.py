@@ -77,6 +77,13 @@ def _bench(args: argparse.Namespace) -> int:
         say("timing a layout step of the model's map")
     report["layout_nodes"] = sum(c * p for c, p in model.layer_shapes().values())
     report["layout_step_ms"] = layout_step_ms(model, device=str(next(model.parameters()).device))
+    if say is not None:
+        say("timing the app's map while the engine runs")
+    from app.render_bench import measure_render_fps
+
+    fps, note = measure_render_fps(model, args.render_seconds, output_device=args.output_device)
+    report["render_fps"] = fps
+    report["render_note"] = note
     if args.json:
         print(json.dumps(report))
         return 0
@@ -160,6 +167,12 @@ def add_engine_commands(commands: Any) -> None:
     )
     bench.add_argument(
         "--step-seconds", type=float, default=3.0, help="how long each batch size is timed"
+    )
+    bench.add_argument(
+        "--render-seconds",
+        type=float,
+        default=5.0,
+        help="how long the app's map is timed while the engine runs (needs a display)",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=_bench)

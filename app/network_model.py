@@ -18,7 +18,7 @@ from engine.objectives import Region
 from layout.breathing import periodic_interpolate
 from layout.files import LayoutData
 
-__all__ = ["NetworkModel", "layer_colours"]
+__all__ = ["NetworkModel", "layer_colours", "nearest_node", "nodes_in_rect"]
 
 #: Size of a silent neuron and how much activity adds (pixels), after the original.
 MIN_SIZE = 2.0
@@ -104,6 +104,19 @@ class NetworkModel:
             mask[where.start : where.stop] |= inside
         return mask
 
+    def region_of(self, nodes: np.ndarray) -> Region | None:
+        """The target region that picked ``nodes`` stand for: the layer most of them belong
+        to, spanning their channels and pitches there (all loop time). None when empty."""
+        nodes = np.asarray(nodes, dtype=np.int64).reshape(-1)
+        if nodes.size == 0:
+            return None
+        layers = self.grid[nodes, 0]
+        layer = int(np.bincount(layers).argmax())
+        picked = self.grid[nodes[layers == layer]]
+        channels = (int(picked[:, 1].min()), int(picked[:, 1].max()) + 1)
+        pitches = (int(picked[:, 2].min()), int(picked[:, 2].max()) + 1)
+        return Region(self.layer_names[layer], channels, pitches, None)
+
     def node_at(self, node: int) -> tuple[str, int, int]:
         """(layer name, channel, pitch) of a node, for hover text and picking."""
         layer, channel, pitch = (int(v) for v in self.grid[node])
@@ -114,3 +127,21 @@ class NetworkModel:
         cls, layout: LayoutData, grid: torch.Tensor, layer_names: Sequence[str]
     ) -> NetworkModel:
         return cls(layout, grid.cpu().numpy(), list(layer_names))
+
+
+def nearest_node(positions: np.ndarray, point: Sequence[float], radius: float) -> int | None:
+    """The node nearest ``point`` (x, y) within ``radius`` (map units), or None."""
+    if len(positions) == 0:
+        return None
+    distance = np.hypot(positions[:, 0] - point[0], positions[:, 1] - point[1])
+    node = int(distance.argmin())
+    return node if distance[node] <= radius else None
+
+
+def nodes_in_rect(
+    positions: np.ndarray, corner: Sequence[float], other: Sequence[float]
+) -> np.ndarray:
+    """Indices of the nodes inside the rectangle spanned by two corners (map units)."""
+    (x0, x1), (y0, y1) = sorted((corner[0], other[0])), sorted((corner[1], other[1]))
+    x, y = positions[:, 0], positions[:, 1]
+    return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))

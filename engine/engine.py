@@ -145,6 +145,16 @@ class Engine:
         """Drop every kept target (the live selection stays)."""
         self._inbox.put(lambda: self._kept.clear())
 
+    def set_kept(self, targets: Sequence[Target]) -> None:
+        """Replace the kept targets (a preset's); the live selection stays."""
+        kept = list(targets)
+        self._inbox.put(lambda: self._replace_kept(kept))
+
+    @property
+    def kept_targets(self) -> tuple[Target, ...]:
+        """The targets kept with "keep selection" (for presets)."""
+        return tuple(self._kept)
+
     def set_targets(self, targets: Sequence[Target] | None) -> None:
         """Use exactly ``targets`` (regions or selections), ignoring the target controls;
         None returns to the controls."""
@@ -312,6 +322,10 @@ class Engine:
             self._kept.append(Selection.from_values(self.values))
         else:
             self._kept.clear()
+
+    def _replace_kept(self, targets: Sequence[Target]) -> None:
+        check_targets(targets, self.sonifier.loop_shapes())
+        self._kept = list(targets)
 
     def _set_explicit(self, targets: Sequence[Target] | None) -> None:
         if targets is not None:

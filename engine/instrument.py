@@ -9,7 +9,7 @@ clip just before the player's loop boundary, which it reads from the player's st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ __all__ = ["Instrument"]
 
 class Instrument:
     """An :class:`~engine.engine.Engine` whose clips a :class:`~engine.audio.LoopPlayer`
-    plays. ``player_options`` go to the player (block, latency, fallback, …)."""
+    plays. ``player_options`` go to the player (block, latency, fallback, …);
+    ``on_report`` gets the engine's sentences (from the engine's thread)."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class Instrument:
         clips: Sequence[Path] = (),
         output_device: DeviceSpec = None,
         sample_rate: int = 48000,
+        on_report: Callable[[str], None] | None = None,
         **player_options: Any,
     ) -> None:
         self.engine = Engine(
@@ -44,6 +46,7 @@ class Instrument:
             values,
             clips=clips,
             on_clip=self._play,
+            on_report=on_report,
             seconds_to_boundary=self._seconds_to_boundary,
         )
         values = self.engine.values

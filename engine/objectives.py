@@ -187,6 +187,31 @@ class Selection:
             ),
         )
 
+    @classmethod
+    def covering(cls, region: Region, shape: tuple[int, int, int]) -> Selection:
+        """The selection whose ranges are exactly ``region``'s within a layer of ``shape``
+        (C, P, T), so a region picked on the map becomes control values that MIDI and
+        presets share. An axis the region leaves open (None) covers the whole axis."""
+
+        def position_and_width(wanted: Range | None, size: int) -> tuple[float, float]:
+            start, stop = (0, size) if wanted is None else wanted
+            start, stop = max(0, min(int(start), size - 1)), max(1, min(int(stop), size))
+            length = max(1, stop - start)
+            if length >= size:
+                return 0.5, 1.0
+            # Half an index of slack on both formulas keeps floor() on the wanted side.
+            width = (length - 0.5) / size
+            position = (start + 0.5) / ((1.0 - width) * size)
+            return min(position, 1.0), width
+
+        channel, pitch, time = (
+            position_and_width(wanted, size)
+            for wanted, size in zip(
+                (region.channels, region.pitches, region.times), shape, strict=True
+            )
+        )
+        return cls(region.layer, *channel, *pitch, *time)
+
     def resolve(self, shape: tuple[int, int, int]) -> Region:
         def span(position: float, width: float, size: int) -> Range:
             width = min(max(width, 0.0), 1.0)

@@ -4,6 +4,7 @@ check that performers run before a show (`immersions bench`)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from types import ModuleType
 
@@ -94,6 +95,7 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["bench", "--json", "--audio-seconds", "1", "--step-seconds", "0.2"]
+    argv += ["--render-seconds", "1"]
     assert main([*argv, "--output-device", "no such device"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"steps_per_second", "steps_per_loop", "audio_callback_p99_ms", "audio_xruns"} <= set(
@@ -103,6 +105,10 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
     assert report["layout_nodes"] == 2976 and report["layout_step_ms"] > 0
     assert report["audio_state"] == "playing"
     assert "'no such device' could not be opened" in report["audio_note"]
+    # The app's map is timed when a display is there (Xvfb in these tests), else None.
+    assert "render_fps" in report and isinstance(report["render_note"], str)
+    if os.environ.get("DISPLAY"):
+        assert report["render_fps"] > 0, report["render_note"]
 
 
 def test_devices_lists_the_jack_output(
