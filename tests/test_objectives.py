@@ -42,6 +42,18 @@ def test_selection_positions_follow_the_original_formula() -> None:
     assert Selection("a", 0.5, 0.0).resolve((10, 1, 1)).channels == (5, 6)
 
 
+def test_a_selection_covering_any_index_range_resolves_to_exactly_that_range() -> None:
+    for size in (1, 2, 3, 7, 64, 129):
+        for start in range(size):
+            for stop in range(start + 1, size + 1):
+                region = Region("a", (start, stop), None, (0, 1))
+                selection = Selection.covering(region, (size, 5, 9))
+                assert 0.0 <= selection.channel_position <= 1.0
+                resolved = selection.resolve((size, 5, 9))
+                assert resolved.channels == (start, stop), (size, start, stop)
+                assert resolved.pitches == (0, 5) and resolved.times == (0, 1)
+
+
 def test_region_ranges_are_cut_to_the_layer_and_an_empty_one_is_one_sentence() -> None:
     assert Region("a", (2, 99)).resolve((4, 3, 5)).channels == (2, 4)
     with pytest.raises(TargetSpecError, match=r"channel range 7–8 of layer a holds no neuron"):
