@@ -30,13 +30,13 @@ PICK_RECT = (1.0, 1.0, 1.0, 0.6)
 #: Background of the stage.
 BACKGROUND = "#07070c"
 #: Edge opacity when both ends are silent, and how much their activity adds.
-EDGE_ALPHA = 0.04
+EDGE_ALPHA = 0.06
 EDGE_GAIN = 0.10
 #: A press that moves less than this (pixels) is a click; a click finds a node this near.
 CLICK_PIXELS = 4.0
 PICK_PIXELS = 10.0
-#: Edges drawn: the strongest of the map's graph. Software OpenGL (llvmpipe) spends most of
-#: a frame blending long translucent lines; 2500 keep the structure visible at 60 frames/s.
+#: Edges drawn, a fixed sample of the map's graph. Software OpenGL (llvmpipe) spends much of
+#: a frame blending long translucent lines; 2500 keep the structure visible.
 MAX_EDGES = 2500
 #: OpenGL renderers that draw on the CPU (their names, lower case).
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software")
@@ -65,7 +65,7 @@ class NetworkView:
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.PanZoomCamera(aspect=1)
         self.positions = model.positions(0.0)
-        self._edges = _strongest_edges(model, max_edges)
+        self._edges = _edge_sample(model, max_edges)
         self.edges = scene.visuals.Line(
             pos=self._segments(self.positions),
             connect="segments",
@@ -100,7 +100,7 @@ class NetworkView:
 
     @property
     def edge_count(self) -> int:
-        """Edges drawn (the strongest of the layout's graph)."""
+        """Edges drawn (a fixed sample of the layout's graph)."""
         return 0 if self._edges is None else len(self._edges)
 
     def _segments(self, positions: np.ndarray) -> np.ndarray:
@@ -240,16 +240,18 @@ class NetworkView:
         return float(x), float(y)
 
 
-def _strongest_edges(model: NetworkModel, count: int) -> np.ndarray | None:
-    """The ``count`` heaviest edges of the layout's graph (first ones on ties), (E, 2)."""
-    edges, weights = model.layout.edges, model.layout.edge_weights
+def _edge_sample(model: NetworkModel, count: int) -> np.ndarray | None:
+    """A fixed, seeded sample of ``count`` edges of the layout's graph, (E, 2): uniform, so
+    the drawn connections keep the proportions of the whole graph (its heaviest edges
+    all lie within the first layers)."""
+    edges = model.layout.edges
     if edges is None:
         return None
     edges_np = edges.cpu().numpy().astype(np.int64)
-    if weights is None or len(edges_np) <= count:
-        return edges_np[:count]
-    order = np.argsort(-weights.cpu().numpy(), kind="stable")[:count]
-    return edges_np[np.sort(order)]
+    if len(edges_np) <= count:
+        return edges_np
+    chosen = np.random.default_rng(0).choice(len(edges_np), size=count, replace=False)
+    return edges_np[np.sort(chosen)]
 
 
 def _names(event: Any) -> set[str]:
