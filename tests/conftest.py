@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -93,7 +94,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_XVFB, None)
     if state is not None and state.server is not None:
+        _disconnect_qt()
         state.server.stop()
+
+
+def _disconnect_qt() -> None:
+    """Close Qt's connection to the display before the display goes: a Qt still connected
+    when Xvfb stops ends the process with exit status 1 ("The X11 connection broke")."""
+    widgets = sys.modules.get("PyQt6.QtWidgets")
+    if widgets is None:
+        return
+    app = widgets.QApplication.instance()
+    if app is None:
+        return
+    from PyQt6 import sip
+
+    app.closeAllWindows()
+    app.processEvents()
+    sip.delete(app)
 
 
 @pytest.fixture(scope="session")
