@@ -40,7 +40,7 @@ from app.playhead import Playhead
 from app.plots import ImageStrip, LossPlot
 from app.presets import Preset, PresetError, load_preset, save_preset
 from engine.instrument import Instrument
-from engine.objectives import Region, Selection, TargetSpecError
+from engine.objectives import Region, Selection
 from engine.params import ParameterValues, Value, loop_seconds
 
 __all__ = ["MainWindow"]
@@ -344,10 +344,7 @@ class MainWindow(QMainWindow):
 
     def apply_preset(self, preset: Preset) -> None:
         self.set_values(preset.values.to_dict())
-        try:
-            self.engine.set_kept(list(preset.kept))
-        except TargetSpecError as error:
-            self.report(str(error))
+        self.engine.set_kept(list(preset.kept))  # a target the model lacks is reported
         if preset.clip is not None:
             self.clips.add_files([preset.clip])
         else:
