@@ -126,7 +126,6 @@ def _instrument(
     from engine.instrument import Instrument
     from engine.params import REGISTRY, ParameterValues
     from layout.build import layout_for
-    from layout.graph import graph_from_model
 
     model = load_model(args.model, device=args.device)
     rate = model.config.front_end.sample_rate
@@ -171,9 +170,7 @@ def _instrument(
         _LazyClips(clips, rate),
         report=say,
     )
-    graph = graph_from_model(model)
-    assert graph.grid is not None
-    network = NetworkModel.from_graph_grid(layout, graph.grid, graph.layer_names)
+    network = NetworkModel.for_model(layout, model)
     instrument = Instrument(
         model,
         origin,

@@ -250,9 +250,11 @@ class MainWindow(QMainWindow):
         self.instrument.set(**{name: self.values[name] for name in changes})
 
     def choose_bundled_clip(self, index: int) -> None:
+        unchanged = self.values["clip"] == index
         self.set_value("clip", index)
-        if self.user_clip is None and self.values["clip"] == index:
-            # The same index again still means "start again from it".
+        if unchanged:
+            # The engine reloads only when the value changes; the same clip chosen again
+            # (or after a user's file) still means "start again from it".
             self.engine.load_clip(self.engine.clips[index])
 
     def choose_file(self, path: Path) -> None:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.model import CPCModel
 from engine.objectives import Region
 from layout.breathing import periodic_interpolate
 from layout.files import LayoutData
+from layout.graph import graph_from_model
 
 __all__ = ["NetworkModel", "layer_colours", "nearest_node", "nodes_in_rect"]
 
@@ -121,6 +123,13 @@ class NetworkModel:
         """(layer name, channel, pitch) of a node, for hover text and picking."""
         layer, channel, pitch = (int(v) for v in self.grid[node])
         return self.layer_names[layer], channel, pitch
+
+    @classmethod
+    def for_model(cls, layout: LayoutData, model: CPCModel) -> NetworkModel:
+        """The map of ``model`` laid out by ``layout`` (its neurons' grid from the graph)."""
+        graph = graph_from_model(model)
+        assert graph.grid is not None
+        return cls.from_graph_grid(layout, graph.grid, graph.layer_names)
 
     @classmethod
     def from_graph_grid(

@@ -45,16 +45,12 @@ def measure_render_fps(
     from engine.instrument import Instrument
     from layout.build import DEFAULT_LAYOUT
     from layout.files import load_layout
-    from layout.graph import graph_from_model
 
     qt_app = QApplication.instance() or QApplication(["immersions-bench"])
     vispy_app.use_app("pyqt6")
     clips = list_default_clips()
     origin = load_audio(clips[0], model.config.front_end.sample_rate)
-    graph = graph_from_model(model)
-    assert graph.grid is not None
-    layout = load_layout(layout_path or DEFAULT_LAYOUT)
-    network = NetworkModel.from_graph_grid(layout, graph.grid, graph.layer_names)
+    network = NetworkModel.for_model(load_layout(layout_path or DEFAULT_LAYOUT), model)
     reports: queue.SimpleQueue[str] = queue.SimpleQueue()
     instrument = Instrument(
         model, origin, clips=clips, output_device=output_device, on_report=reports.put
@@ -63,25 +59,26 @@ def measure_render_fps(
     window.show()
     instrument.start()
     try:
-        _run_events(qt_app, QEventLoop, QTimer, SETTLE_SECONDS)
+        _run_events(QEventLoop, QTimer, SETTLE_SECONDS)
         began = time.monotonic()
-        drawn = _count_draws(window, qt_app, QEventLoop, QTimer, seconds)
+        drawn = _count_draws(window, QEventLoop, QTimer, seconds)
         elapsed = time.monotonic() - began
     finally:
         window.close()
         window.shutdown()
+        qt_app.processEvents()  # let the closed window's events settle
     fps = drawn / elapsed if elapsed > 0 else None
     nodes, edges = network.num_nodes, window.view.edge_count
     return fps, f"{nodes} neurons and {edges} edges, window {window.width()}x{window.height()}"
 
 
-def _run_events(qt_app: Any, event_loop: Any, timer: Any, seconds: float) -> None:
+def _run_events(event_loop: Any, timer: Any, seconds: float) -> None:
     loop = event_loop()
     timer.singleShot(int(seconds * 1000), loop.quit)
     loop.exec()
 
 
-def _count_draws(window: Any, qt_app: Any, event_loop: Any, timer: Any, seconds: float) -> int:
+def _count_draws(window: Any, event_loop: Any, timer: Any, seconds: float) -> int:
     count = [0]
 
     def one(_event: object) -> None:
@@ -89,7 +86,7 @@ def _count_draws(window: Any, qt_app: Any, event_loop: Any, timer: Any, seconds:
 
     window.view.canvas.events.draw.connect(one)
     try:
-        _run_events(qt_app, event_loop, timer, seconds)
+        _run_events(event_loop, timer, seconds)
     finally:
         window.view.canvas.events.draw.disconnect(one)
     return count[0]

@@ -12,15 +12,11 @@ from engine.checkpoint import load_model
 from engine.objectives import Region
 from layout.build import DEFAULT_LAYOUT
 from layout.files import load_layout
-from layout.graph import graph_from_model
 
 
 @pytest.fixture(scope="module")
 def network() -> NetworkModel:
-    model = load_model(device="cpu")
-    graph = graph_from_model(model)
-    assert graph.grid is not None
-    return NetworkModel.from_graph_grid(load_layout(DEFAULT_LAYOUT), graph.grid, graph.layer_names)
+    return NetworkModel.for_model(load_layout(DEFAULT_LAYOUT), load_model(device="cpu"))
 
 
 def _activations(network: NetworkModel, level: float) -> dict[str, np.ndarray]:

@@ -32,9 +32,11 @@ BACKGROUND = "#07070c"
 #: Edge opacity when both ends are silent, and how much their activity adds.
 EDGE_ALPHA = 0.06
 EDGE_GAIN = 0.10
-#: A press that moves less than this (pixels) is a click; a click finds a node this near.
+#: A press that moves less than this (pixels) is a click; a click finds a node this near,
+#: hovering one this near.
 CLICK_PIXELS = 4.0
 PICK_PIXELS = 10.0
+HOVER_PIXELS = 8.0
 #: Edges drawn, a fixed sample of the map's graph. Software OpenGL (llvmpipe) spends much of
 #: a frame blending long translucent lines; 2500 keep the structure visible.
 MAX_EDGES = 2500
@@ -207,7 +209,7 @@ class NetworkView:
             self.pick_rect.visible = True
             return
         if self._press is None and self.on_hover is not None:
-            node = nearest_node(self.positions, self._to_map(event.pos), self._map_units(8))
+            node = self.pick_at(event.pos, HOVER_PIXELS)
             if node != self._hovered:
                 self._hovered = node
                 self.on_hover(node)
@@ -222,16 +224,16 @@ class NetworkView:
         if dragged_region and moved >= CLICK_PIXELS:
             nodes = nodes_in_rect(self.positions, self._to_map(start), self._to_map(event.pos))
         elif moved < CLICK_PIXELS:
-            node = nearest_node(self.positions, self._to_map(event.pos), self._map_units(10))
+            node = self.pick_at(event.pos)
             nodes = np.array([], dtype=np.int64) if node is None else np.array([node])
         else:
             return  # a pan
         if nodes.size and self.on_pick is not None:
             self.on_pick(nodes)
 
-    def pick_at(self, pixel: Sequence[float]) -> int | None:
-        """The node under canvas ``pixel`` (x, y), as a click would find it."""
-        return nearest_node(self.positions, self._to_map(pixel), self._map_units(PICK_PIXELS))
+    def pick_at(self, pixel: Sequence[float], within: float = PICK_PIXELS) -> int | None:
+        """The node nearest canvas ``pixel`` (x, y) within ``within`` pixels, or None."""
+        return nearest_node(self.positions, self._to_map(pixel), self._map_units(within))
 
     def pixel_of(self, node: int) -> tuple[float, float]:
         """Where ``node`` is drawn on the canvas (pixels), e.g. to click it in a test."""
