@@ -232,22 +232,25 @@ class MainWindow(QMainWindow):
     # --- what the user does -------------------------------------------------------------
 
     def set_value(self, name: str, value: Value) -> None:
-        """A control moved: the window's values, then the instrument (clamped, reported)."""
-        self.values, notes = self.values.replace(**{name: value})
-        for note in notes:
-            self.report(note)
-        self.instrument.set(**{name: self.values[name]})
-        if name == "clip":
-            self.user_clip = None
-            self.clips.show_current(int(self.values["clip"]))
+        """A control moved: the instrument takes it (clamped; the engine reports a fix)."""
+        self.set_values({name: value})
 
     def set_values(self, changes: dict[str, Value]) -> None:
         """Several controls at once (a pick on the map, a preset), shown on the widgets."""
-        self.values, notes = self.values.replace(**changes)
-        for note in notes:
-            self.report(note)
-        self.panel.show_values(self.values)
-        self.instrument.set(**{name: self.values[name] for name in changes})
+        self.instrument.set(**changes)
+        self._follow_values()
+
+    def _follow_values(self) -> None:
+        """Show the engine's values, whoever changed them (these widgets, MIDI, a preset)."""
+        values = self.engine.values
+        if values is self.values:
+            return
+        clip_changed = values["clip"] != self.values["clip"]
+        self.values = values
+        self.panel.show_values(values)
+        if clip_changed:
+            self.user_clip = None
+            self.clips.show_current(int(values["clip"]))
 
     def choose_bundled_clip(self, index: int) -> None:
         unchanged = self.values["clip"] == index
@@ -256,6 +259,8 @@ class MainWindow(QMainWindow):
             # The engine reloads only when the value changes; the same clip chosen again
             # (or after a user's file) still means "start again from it".
             self.engine.load_clip(self.engine.clips[index])
+            self.user_clip = None
+            self.clips.show_current(index)
 
     def choose_file(self, path: Path) -> None:
         """Start again from a user's audio file (a bad one is reported by the engine)."""
@@ -392,6 +397,7 @@ class MainWindow(QMainWindow):
             self.save_session()
 
     def _slow_views(self, status: Any) -> None:
+        self._follow_values()
         snapshot = self.engine.latest
         if snapshot is not None and snapshot.step != self._shown_step:
             self._shown_step = snapshot.step

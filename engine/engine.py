@@ -1,8 +1,12 @@
 """The engine: keeps optimising the loop in its own thread and publishes what it did.
 
-Control flows in through an inbox: :meth:`Engine.set`, :meth:`Engine.select` and the other
-commands may be called from any thread; they are queued and applied between two steps, in
-order. Results flow out as immutable :class:`Snapshot` objects (``engine.latest``) and as
+Control flows in from any thread. :meth:`Engine.set` changes ``engine.values`` at once
+(clamped, so a GUI, a MIDI knob or a preset sees the new value straight away); the engine
+thread takes the newest values between two steps, so many changes in one step cost one.
+:meth:`Engine.select` and the other commands go through an inbox and are applied between
+two steps, in order, each after the values set before it.
+
+Results flow out as immutable :class:`Snapshot` objects (``engine.latest``) and as
 finished clips handed to ``on_clip`` once per loop, just before the listener's next loop
 boundary (``seconds_to_boundary`` tells the engine where the player is; without it the
 engine keeps its own loop clock). Problems are sentences handed to ``on_report`` and kept
@@ -110,6 +114,9 @@ class Engine:
             for note in notes:
                 self._report(note)
 
+        #: The values the engine thread works with: ``values`` as of the last step boundary.
+        self._used = self.values
+        self._values_lock = threading.Lock()
         self._source = np.asarray(origin, dtype=np.float32).reshape(-1)
         loop = fit_loop(self._source, self._loop_samples(), self.sample_rate)
         self.sonifier = Sonifier(model, loop, seed=int(self.values["seed"]))
@@ -132,14 +139,19 @@ class Engine:
     # --- control (any thread) -----------------------------------------------------------
 
     def set(self, **changes: Any) -> None:
-        """Change parameters (registry names); applied before the next step, clamped and
-        reported when out of range."""
-        self._inbox.put(lambda: self._apply(changes))
+        """Change parameters (registry names): ``values`` changes now, clamped, with a report
+        for what was out of range; the optimisation uses them from its next step."""
+        with self._values_lock:
+            self.values, notes = self.values.replace(**changes)
+        for note in notes:
+            self._report(note)
 
     def select(self) -> None:
         """The "select target" button: with ``keep_selection`` on, the current selection is
-        kept as a target and a new one can be made; off, the kept targets are dropped."""
-        self._inbox.put(self._select)
+        kept as a target and a new one can be made; off, the kept targets are dropped. It acts
+        on the values as they are now, however many changes follow before the next step."""
+        values = self.values
+        self._inbox.put(lambda: self._select(values))
 
     def clear_targets(self) -> None:
         """Drop every kept target (the live selection stays)."""
@@ -242,7 +254,7 @@ class Engine:
         back to the last good clip. Returns the new snapshot (None when the step failed)."""
         self._drain()
         try:
-            result = self.sonifier.step(self.values, self.targets())
+            result = self.sonifier.step(self._used, self.targets())
         except Exception as error:  # the engine must outlive any one step
             self._failures += 1
             self.sonifier.clip = self.sonifier.last_good.clone()
@@ -265,7 +277,7 @@ class Engine:
     def publish_clip(self) -> np.ndarray:
         """Hand the current loop, equalised, to ``on_clip``; returns it."""
         clip = self.sonifier.clip_array()
-        gains = tuple(float(self.values.effective(f"eq_{band}")) for band in ("low", "mid", "high"))
+        gains = tuple(float(self._used.effective(f"eq_{band}")) for band in ("low", "mid", "high"))
         clip = equalise(clip, self.sample_rate, gains)  # type: ignore[arg-type]
         self._published += 1
         self._steps_at_publish.append(self.sonifier.steps)
@@ -289,11 +301,12 @@ class Engine:
         """The targets the next step uses: explicit ones, or kept + the live selection."""
         if self._explicit is not None:
             return list(self._explicit)
-        return [*self._kept, Selection.from_values(self.values)]
+        return [*self._kept, Selection.from_values(self._used)]
 
     # --- the engine's thread ------------------------------------------------------------
 
     def _drain(self) -> None:
+        self._take_values()
         while True:
             try:
                 command = self._inbox.get_nowait()
@@ -304,22 +317,26 @@ class Engine:
             except Exception as error:
                 self._report(f"an engine command failed ({first_line(error)}).")
 
-    def _apply(self, changes: Mapping[str, Any]) -> None:
-        old = self.values
-        self.values, notes = old.replace(**changes)
-        for note in notes:
-            self._report(note)
-        if any(self.values[name] != old[name] for name in _LOOP_LENGTH):
-            loop = fit_loop(self.sonifier.clip_array(), self._loop_samples(), self.sample_rate)
-            self._new_origin(self._source, loop)
-        if self.values["seed"] != old["seed"]:
-            self.sonifier.reseed(int(self.values["seed"]))
-        if self.values["clip"] != old["clip"] and self.clips:
-            self._load(self.clips[int(self.values["clip"])])
+    def _take_values(self) -> None:
+        """Use the newest ``values``, acting on the changes that need more than a number."""
+        old, new = self._used, self.values
+        if new is old:
+            return
+        self._used = new
+        try:
+            if any(new[name] != old[name] for name in _LOOP_LENGTH):
+                loop = fit_loop(self.sonifier.clip_array(), self._loop_samples(), self.sample_rate)
+                self._new_origin(self._source, loop)
+            if new["seed"] != old["seed"]:
+                self.sonifier.reseed(int(new["seed"]))
+            if new["clip"] != old["clip"] and self.clips:
+                self._load(self.clips[int(new["clip"])])
+        except Exception as error:
+            self._report(f"an engine command failed ({first_line(error)}).")
 
-    def _select(self) -> None:
-        if self.values["keep_selection"]:
-            self._kept.append(Selection.from_values(self.values))
+    def _select(self, values: ParameterValues) -> None:
+        if values["keep_selection"]:
+            self._kept.append(Selection.from_values(values))
         else:
             self._kept.clear()
 
@@ -351,7 +368,7 @@ class Engine:
         self._source = source
 
     def _loop_samples(self) -> int:
-        return round(loop_seconds(self.values) * self.sample_rate)
+        return round(loop_seconds(self._used) * self.sample_rate)
 
     def _publish_snapshot(self, result: StepResult) -> Snapshot:
         self._losses.append(result.loss)
@@ -370,7 +387,7 @@ class Engine:
             loss_terms=dict(result.terms),
             step_seconds=result.seconds,
             steps_per_second=rate,
-            values=self.values,
+            values=self._used,
             targets=targets,
             clips_published=self._published,
             device=self.device,
@@ -388,7 +405,7 @@ class Engine:
             except Exception:
                 left = float("inf")
         else:
-            period = loop_seconds(self.values)
+            period = loop_seconds(self._used)
             left = period - (time.monotonic() - self._clock_start) % period
         latest = self._latest
         lead = PUBLISH_LEAD + 2.0 * (latest.step_seconds if latest is not None else 0.0)

@@ -79,11 +79,8 @@ class Instrument:
     def set(self, **changes: Any) -> None:
         """Change parameters by registry name (clamped and reported by the engine)."""
         self.engine.set(**changes)
-        sound = {k: v for k, v in changes.items() if k in ("output_gain", "mute", "crossfade_ms")}
-        if sound:
-            # Clamp through the registry here too, so the player never sees a bad value.
-            values, _ = self.engine.values.replace(**sound)
-            self._sound(values)
+        if any(k in ("output_gain", "mute", "crossfade_ms") for k in changes):
+            self._sound(self.engine.values)  # clamped already, so the player never sees a bad value
 
     @property
     def audio_status(self) -> PlayerStatus:

@@ -1,0 +1,1 @@
+"""MIDI control of the instrument: mappings, decoding, pick-up, ports (no Qt here)."""

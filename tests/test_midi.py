@@ -1,0 +1,243 @@
+"""MIDI for real: a second process plays a controller on the JACK dummy server's MIDI
+graph (python-rtmidi's JACK API), and the controller drives a running engine."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mido
+import numpy as np
+import pytest
+
+from engine.audio_io import load_audio
+from engine.checkpoint import load_model
+from engine.clips import list_default_clips
+from engine.engine import Engine
+from engine.model import CPCModel
+from engine.params import REGISTRY, ParameterValues
+from midi.controller import MidiController
+from midi.mapping import default_mapping
+from midi.ports import MidiLink, PortChoice, list_ports
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+RATE = 22050
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cc(number: int, value: int, channel: int = 0) -> list[int]:
+    return mido.Message("control_change", channel=channel, control=number, value=value).bytes()
+
+
+class Peer:
+    """The controller in another process (tests/midi_peer.py)."""
+
+    def __init__(self, name: str = "Peer") -> None:
+        self.name = name
+        self.lines: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.got: list[tuple[list[int], float]] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.midi_peer", name],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.next("ready", 20.0)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            document = json.loads(line)
+            if "got" in document:
+                self.got.append((document["got"], document["t"]))
+            else:
+                self.lines.put(document)
+
+    def next(self, key: str, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if key in document:
+                return document[key]
+
+    def command(self, **document: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(document) + "\n")
+        self.process.stdin.flush()
+
+    def send(self, messages: list[list[int]], gap: float = 0.002) -> list[float]:
+        self.command(send=messages, gap=gap)
+        return self.next("sent")
+
+    def quit(self) -> None:
+        if self.process.poll() is None:
+            self.command(quit=True)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def model() -> CPCModel:
+    return load_model(device="cpu")
+
+
+@pytest.fixture
+def midi_env(jack_midi: mido.Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMMERSIONS_MIDI_API", "jack")
+    monkeypatch.setenv("IMMERSIONS_CONFIG_DIR", str(tmp_path))
+
+
+@pytest.fixture
+def engine(model: CPCModel, midi_env: None) -> Iterator[Engine]:
+    values, _ = ParameterValues.defaults(REGISTRY.with_layers(model.layer_names)).replace(
+        batch_size=1, bpm=200.0, bars_per_loop=1
+    )
+    clips = list_default_clips()
+    engine = Engine(model, load_audio(clips[1], RATE), values, clips=clips[:3])
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def peer(midi_env: None) -> Iterator[Peer]:
+    peer = Peer()
+    yield peer
+    peer.quit()
+
+
+@pytest.fixture
+def midi(engine: Engine, peer: Peer) -> Iterator[MidiController]:
+    reports: list[str] = []
+    link = MidiLink(PortChoice(input="Peer:out", output="Peer back:in"), lambda _data: None)
+    controller = MidiController(engine, default_mapping(), link=link, on_report=reports.append)
+    controller.reports = reports  # type: ignore[attr-defined]
+    controller.start()
+    assert wait_until(lambda: link.status == "in Peer:out · out Peer back:in"), link.status
+    yield controller
+    controller.stop()
+
+
+def test_the_peer_s_ports_are_listed(peer: Peer) -> None:
+    inputs, outputs = list_ports()
+    assert "Peer:out" in inputs and "Peer back:in" in outputs
+
+
+def test_cc_messages_from_another_process_drive_the_engine_s_parameter(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    spec = engine.values.registry["mix_original"]
+    peer.send([cc(82, v) for v in range(0, 128, 4)] + [cc(82, 100)])
+    assert wait_until(lambda: engine.values["mix_original"] == spec.from_normalised(100 / 127))
+    steps = engine.latest.step if engine.latest else 0
+    assert engine.wait_for_step(steps + 2) is not None  # a step that began after the change
+    assert engine.latest is not None
+    assert engine.latest.values["mix_original"] == spec.from_normalised(100 / 127)
+
+
+def test_a_learned_binding_drives_its_parameter_the_same_way(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    midi.learn("time_jitter")
+    assert wait_until(lambda: midi.learning == "time_jitter")
+    peer.send([cc(21, 64, channel=2)])
+    assert wait_until(lambda: midi.learning is None)
+    peer.send([cc(21, v, channel=2) for v in (64, 0, 127)])
+    assert wait_until(lambda: engine.values["time_jitter"] == 4.0)
+    assert any("CC 21 · ch 3 now drives Time jitter" in r for r in midi.reports)  # type: ignore[attr-defined]
+
+
+def test_pick_up_ignores_a_knob_until_it_crosses_the_value(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    engine.set(pitch_position=0.8)
+    peer.send([cc(85, 10), cc(85, 60), cc(85, 95)])
+    time.sleep(0.2)
+    assert engine.values["pitch_position"] == 0.8
+    peer.send([cc(85, 110)])  # 0.75 → 0.87: over the value
+    assert wait_until(lambda: engine.values["pitch_position"] == pytest.approx(110 / 127))
+
+
+def test_values_changed_elsewhere_are_sent_back_to_the_controller(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    rate = round(REGISTRY["learning_rate"].to_normalised(engine.values["learning_rate"]) * 127)
+    assert wait_until(lambda: [0xB0, 81, rate] in [m for m, _ in peer.got])  # on connecting
+    engine.set(pitch_region=0.25, learning_rate=2.0)  # the GUI, a preset
+    assert wait_until(lambda: [0xB0, 86, 32] in [m for m, _ in peer.got])  # round(0.25 × 127)
+    assert wait_until(lambda: [0xB0, 81, 127] in [m for m, _ in peer.got])
+    count = len(peer.got)
+    peer.send([cc(86, 32), cc(86, 40)])  # the fader itself: no echo to it
+    assert wait_until(lambda: engine.values["pitch_region"] == pytest.approx(40 / 127))
+    time.sleep(0.1)
+    assert [m for m, _ in peer.got[count:] if m[1] == 86] == []
+
+
+def test_a_controller_that_vanishes_is_reported_and_reconnected_when_back(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    peer.quit()
+    assert wait_until(lambda: "Peer:out missing" in midi.status, 5.0), midi.status
+    again = Peer()
+    try:
+        assert wait_until(lambda: midi.status == "MIDI in Peer:out · out Peer back:in", 5.0)
+        again.send([cc(88, v) for v in range(0, 128, 8)] + [cc(88, 127)])
+        assert wait_until(lambda: engine.values["time_region"] == 1.0)
+    finally:
+        again.quit()
+
+
+def test_a_flood_changes_only_the_mapped_values_and_the_engine_keeps_going(
+    engine: Engine, peer: Peer, midi: MidiController
+) -> None:
+    rng = np.random.default_rng(7)
+    garbage = [[0xB0, 200, 5], [0x07, 0x40], [0xF8], [0xE0, 0, 64], [0xC0, 5], cc(90, 3)]
+    messages: list[list[int]] = []
+    for i in range(10_000):
+        if i % 4 == 0:
+            messages.append(garbage[int(rng.integers(len(garbage)))])
+        else:
+            messages.append(cc(83 + (i % 2), int(rng.integers(128))))
+    messages += [cc(83, v) for v in range(128)] + [cc(84, v) for v in range(128)]
+    messages += [cc(83, 0), cc(84, 127)]
+    before = engine.values
+    steps = engine.latest.step if engine.latest else 0
+    start = time.monotonic()
+    peer.command(flood=messages, seconds=1.0)
+    assert peer.next("flooded", 30.0) == len(messages)
+    # Every valid control change arrives (rtmidi itself drops the clock bytes).
+    valid = sum(1 for m in messages if len(m) == 3 and m[0] == 0xB0 and max(m[1:]) < 128)
+    assert wait_until(lambda: midi.counts.messages >= valid, 10.0), midi.counts
+    assert wait_until(lambda: engine.values["channel_position"] == 0.0, 5.0), midi.counts
+    assert wait_until(lambda: engine.values["channel_region"] == 1.0, 5.0), midi.counts
+    after = engine.values
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {"channel_position", "channel_region"}
+    assert engine.wait_for_step(steps + 3, timeout=10.0) is not None
+    assert time.monotonic() - start < 10.0
+    sent = peer.send([cc(88, 0), cc(88, 127)])  # still answers at once
+    assert wait_until(lambda: engine.values["time_region"] == 1.0, 1.0)
+    assert time.perf_counter() - sent[-1] < 1.0
