@@ -3,13 +3,14 @@
 Nothing here holds a range, a default or a scaling: sliders move in [0, 1] and the
 parameter's spec maps that position to a value (``ParamSpec.from_normalised``), so a
 log-scaled control is log-scaled here exactly as on a MIDI knob. The panel says what the
-user changed through ``changed(name, value)``; ``show_values`` puts values from elsewhere
+user changed through ``changed(name, value)`` and a right-click (for MIDI learn) through
+``context_requested``; ``show_values`` puts values from elsewhere
 (the engine, a preset, MIDI) on the widgets without echoing them back.
 """
 
 from __future__ import annotations
 
-from PyQt6.QtCore import Qt, pyqtSignal
+from PyQt6.QtCore import QPoint, Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -125,6 +126,8 @@ class ControlPanel(QWidget):
     """Every parameter of ``registry``, grouped as the registry groups them."""
 
     changed = pyqtSignal(str, object)
+    #: A right-click on a control: its parameter's name and where (global coordinates).
+    context_requested = pyqtSignal(str, QPoint)
 
     def __init__(self, values: ParameterValues, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -140,6 +143,12 @@ class ControlPanel(QWidget):
             for spec in specs:
                 control = ParameterControl(spec, values[spec.name])
                 control.edited.connect(self.changed)
+                control.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+                control.customContextMenuRequested.connect(
+                    lambda pos, c=control: self.context_requested.emit(
+                        c.spec.name, c.mapToGlobal(pos)
+                    )
+                )
                 label = QLabel(spec.label + (f" ({spec.unit})" if spec.unit else ""))
                 label.setBuddy(control.input)
                 label.setToolTip(spec.help)

@@ -63,6 +63,7 @@ def _bench(args: argparse.Namespace) -> int:
     from engine.bench import run_bench
     from engine.checkpoint import load_model
     from layout.bench import layout_step_ms
+    from midi.bench import measure_midi_latency
 
     say = None if args.json else lambda text: print(text, file=sys.stderr)
     model = load_model(args.model, device=args.device)
@@ -72,6 +73,9 @@ def _bench(args: argparse.Namespace) -> int:
         step_seconds=args.step_seconds,
         output_device=args.output_device,
         progress=say,
+        during_live=lambda instrument: measure_midi_latency(
+            instrument.engine, instrument.set, messages=args.midi_messages
+        ),
     )
     if say is not None:
         say("timing a layout step of the model's map")
@@ -97,11 +101,26 @@ def _bench(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    import rtmidi
+
     from engine.audio import list_output_devices
+    from midi.ports import MidiUnavailable, backend_api, list_ports
 
     outputs = list_output_devices()
+    try:
+        midi_in, midi_out = list_ports()
+        midi_problem = None
+    except MidiUnavailable as error:
+        midi_in, midi_out, midi_problem = [], [], str(error)
     if args.json:
-        print(json.dumps({"audio_outputs": [asdict(d) for d in outputs]}))
+        document = {
+            "audio_outputs": [asdict(d) for d in outputs],
+            "midi_inputs": midi_in,
+            "midi_outputs": midi_out,
+            "midi_problem": midi_problem,
+            "midi_api": rtmidi.get_api_name(backend_api()),
+        }
+        print(json.dumps(document))
         return 0
     print("audio outputs (use the index or a part of the name as --output-device):")
     if not outputs:
@@ -109,6 +128,17 @@ def _devices(args: argparse.Namespace) -> int:
     for d in outputs:
         rate = f"{d.default_sample_rate:g} Hz"
         print(f"  {d.index:>3}  {d.name}  ({d.host_api}, {d.channels} ch, {rate})")
+    for title, names, option in (
+        ("MIDI inputs", midi_in, "--midi-in"),
+        ("MIDI outputs", midi_out, "--midi-out"),
+    ):
+        print(f"{title} (use the whole name as {option}):")
+        if midi_problem is not None:
+            print(f"  none: {midi_problem}")
+        elif not names:
+            print("  none (Immersions' own virtual port is used; connect to it from a patchbay)")
+        for name in names:
+            print(f"  {name}")
     return 0
 
 
@@ -152,10 +182,10 @@ def add_engine_commands(commands: Any) -> None:
 
     bench = commands.add_parser(
         "bench",
-        help="check this machine: engine speed, steps per loop, audio callback health",
+        help="check this machine: engine speed, steps per loop, audio and MIDI health",
         description="Measure the engine's steps per second, the steps between two loops at "
-        "the default settings, and the audio callback's timing and xruns on the output "
-        "device with the engine running.",
+        "the default settings, and, with the engine running, the audio callback's timing "
+        "and xruns on the output device and the latency from a MIDI knob to the engine.",
     )
     bench.add_argument("--model", help="a checkpoint (default: the shipped model)")
     bench.add_argument("--device", help="compute device (default: the best there is)")
@@ -174,13 +204,20 @@ def add_engine_commands(commands: Any) -> None:
         default=5.0,
         help="how long the app's map is timed while the engine runs (needs a display)",
     )
+    bench.add_argument(
+        "--midi-messages",
+        type=int,
+        default=1000,
+        help="CC messages timed from a MIDI port of ours to the engine (during the audio run)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(run=_bench)
 
     devices = commands.add_parser(
         "devices",
-        help="list the sound outputs",
-        description="List the audio output devices PortAudio sees, for --output-device.",
+        help="list the sound outputs and MIDI ports",
+        description="List the audio output devices (for --output-device) and the MIDI ports "
+        "(for --midi-in and --midi-out).",
     )
     devices.add_argument("--json", action="store_true", help="print one JSON object")
     devices.set_defaults(run=_devices)

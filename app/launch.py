@@ -70,6 +70,7 @@ def run_app(args: argparse.Namespace, started: float) -> int:
     vispy_app.use_app("pyqt6")
     reports: queue.SimpleQueue[str] = queue.SimpleQueue()
     instrument, network, clips, user_clip = _instrument(args, reports)
+    midi = None if args.no_midi else _midi(args, instrument, reports)
     session = None if args.no_session else session_path()
     window = MainWindow(
         instrument,
@@ -78,6 +79,7 @@ def run_app(args: argparse.Namespace, started: float) -> int:
         session=session,
         user_clip=user_clip,
         reports=reports,
+        midi=midi,
         title=f"Immersions — {args.model or 'default model'}",
     )
     window.show()
@@ -184,6 +186,22 @@ def _instrument(
     return instrument, network, clips, user_clip
 
 
+def _midi(args: argparse.Namespace, instrument: object, reports: queue.SimpleQueue[str]) -> object:
+    """The MIDI controller, started: remembered or given ports, the user's mapping."""
+    from engine.instrument import Instrument
+    from midi.launch import open_controller
+
+    assert isinstance(instrument, Instrument)
+    return open_controller(
+        instrument.engine,
+        instrument.set,
+        reports.put,
+        midi_in=args.midi_in,
+        midi_out=args.midi_out,
+        mapping_file=None if args.midi_mapping is None else Path(args.midi_mapping),
+    )
+
+
 def _screenshot(window: object, path: Path) -> None:
     """Save what the screen shows of ``window`` (the GL stage included) as an image."""
     from PyQt6.QtWidgets import QWidget
@@ -227,6 +245,27 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start from the defaults and do not save this session",
     )
+    group.add_argument(
+        "--midi-in",
+        default=None,
+        metavar="PORT",
+        help="MIDI input port to play from (remembered; 'virtual': our own port); "
+        "`immersions devices` lists them",
+    )
+    group.add_argument(
+        "--midi-out",
+        default=None,
+        metavar="PORT",
+        help="MIDI output port for feedback to motor faders and LED rings (remembered)",
+    )
+    group.add_argument(
+        "--midi-mapping",
+        default=None,
+        metavar="FILE",
+        help="MIDI mapping file to play with and to save learned controls to "
+        "(default: midi-mapping.toml in the config folder, else the built-in layout)",
+    )
+    group.add_argument("--no-midi", action="store_true", help="open no MIDI ports")
     # For the README's screenshot and the start-up benchmark, not for players.
     group.add_argument("--quit-after", type=float, default=None, help=argparse.SUPPRESS)
     group.add_argument("--screenshot", default=None, help=argparse.SUPPRESS)

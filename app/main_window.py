@@ -35,6 +35,7 @@ from PyQt6.QtWidgets import (
 from app._vispy.network_view import NetworkView
 from app.clip_browser import ClipBrowser
 from app.controls import ControlPanel
+from app.midi_menu import MidiMenu
 from app.network_model import NetworkModel, layer_colours
 from app.playhead import Playhead
 from app.plots import ImageStrip, LossPlot
@@ -42,6 +43,7 @@ from app.presets import Preset, PresetError, load_preset, save_preset
 from engine.instrument import Instrument
 from engine.objectives import Region, Selection
 from engine.params import ParameterValues, Value, loop_seconds
+from midi.controller import MidiController
 
 __all__ = ["MainWindow"]
 
@@ -68,6 +70,7 @@ class MainWindow(QMainWindow):
         session: Path | None = None,
         user_clip: Path | None = None,
         reports: queue.SimpleQueue[str] | None = None,
+        midi: MidiController | None = None,
         title: str = "Immersions",
     ) -> None:
         super().__init__()
@@ -79,6 +82,7 @@ class MainWindow(QMainWindow):
         self.values: ParameterValues = self.engine.values
         self.user_clip = user_clip
         self.reports: queue.SimpleQueue[str] = reports or queue.SimpleQueue()
+        self.midi = midi
         self.playhead = Playhead()
         self._draws: collections.deque[float] = collections.deque(maxlen=120)
         self._last_slow = 0.0
@@ -110,6 +114,12 @@ class MainWindow(QMainWindow):
         ]
         self._status_labels()
         self._menus()
+        self.midi_menu: MidiMenu | None = None
+        if midi is not None:
+            bar = self.menuBar()
+            assert bar is not None
+            self.midi_menu = MidiMenu(self, bar, midi, self.report)
+            self.panel.context_requested.connect(self.midi_menu.context_menu)
         self.setAcceptDrops(True)
         self._fit_to_screen(1400, 900)
 
@@ -188,7 +198,7 @@ class MainWindow(QMainWindow):
         self.status_steps = QLabel("steps/s: –")
         self.status_fps = QLabel("frames/s: –")
         self.status_audio = QLabel("audio: starting")
-        self.status_midi = QLabel("MIDI: none")
+        self.status_midi = QLabel("MIDI: off" if self.midi is None else self.midi.status)
         for label in (
             self.status_device,
             self.status_steps,
@@ -409,6 +419,8 @@ class MainWindow(QMainWindow):
         self.status_fps.setText(f"frames/s: {self.frames_per_second:.0f}")
         self.status_audio.setText(_audio_text(status))
         self.status_audio.setToolTip(status.summary() + (f"\n{status.note}" if status.note else ""))
+        if self.midi is not None:
+            self.status_midi.setText(self.midi.status)
         bar = self.statusBar()
         while True:
             try:
@@ -459,6 +471,8 @@ class MainWindow(QMainWindow):
         self._closed = True
         self.timer.stop()
         self.save_session()
+        if self.midi is not None:
+            self.midi.stop()
         self.instrument.stop()
 
 

@@ -8,7 +8,9 @@ It measures, on this machine and its chosen output device:
   default settings: how far the sound can move from one loop to the next;
 - ``audio_callback_p50_ms`` / ``audio_callback_p99_ms`` / ``audio_xruns``: the audio
   callback's run time and the xruns over a timed run with the engine stepping, and the
-  block period they are to be read against (``audio_block_ms``).
+  block period they are to be read against (``audio_block_ms``);
+- whatever ``during_live`` measures while the instrument plays (the CLI passes the MIDI
+  latency figure, so it is taken with the engine stepping and the sound playing).
 
 Audio figures are None when there is no output device (``audio_state`` says why).
 """
@@ -46,6 +48,7 @@ def run_bench(
     step_seconds: float = STEP_SECONDS,
     progress: Callable[[str], None] | None = None,
     player_options: dict[str, Any] | None = None,
+    during_live: Callable[[Instrument], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measure and return the machine check as one JSON-ready dict (``model``: the shipped
     one, on ``device``, when None)."""
@@ -72,7 +75,9 @@ def run_bench(
     report["loop_seconds"] = loop_seconds(engine.values)
 
     say(f"playing for {audio_seconds:g} s with the engine running")
-    report.update(_live_run(model, origin, clips, audio_seconds, output_device, player_options))
+    report.update(
+        _live_run(model, origin, clips, audio_seconds, output_device, player_options, during_live)
+    )
     return report
 
 
@@ -96,6 +101,7 @@ def _live_run(
     seconds: float,
     output_device: DeviceSpec,
     player_options: dict[str, Any] | None,
+    during_live: Callable[[Instrument], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     instrument = Instrument(
         model, origin, clips=clips, output_device=output_device, **(player_options or {})
@@ -104,7 +110,8 @@ def _live_run(
     try:
         began = time.monotonic()
         first = instrument.engine.latest
-        time.sleep(seconds)
+        extra = {} if during_live is None else during_live(instrument)
+        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
         status = instrument.audio_status
         last = instrument.engine.latest
         elapsed = time.monotonic() - began
@@ -124,4 +131,5 @@ def _live_run(
         "audio_callback_p99_ms": status.callback_p99_ms if playing else None,
         "audio_xruns": status.xruns if playing else None,
         "audio_note": status.note,
+        **extra,
     }

@@ -50,8 +50,9 @@ __all__ = ["MidiController", "startup_mapping"]
 PICKUP_WINDOW = 0.02
 #: Seconds between looks at the engine's values (feedback and pick-up).
 WATCH_SECONDS = 0.02
-#: Seconds between looks at the ports (hot-plug).
+#: Seconds between looks at the ports (hot-plug), and while no MIDI backend can be opened.
 PORT_SECONDS = 0.5
+UNAVAILABLE_SECONDS = 3.0
 #: Seconds after learning an MSB (CC 0–31) within which its LSB (CC +32) makes it 14-bit.
 LSB_SECONDS = 0.3
 #: Most messages handled in one batch, so the worker still looks at the values in a flood.
@@ -259,8 +260,9 @@ class MidiController:
         """Follow values changed elsewhere (feedback, pick-up); now and then, the ports."""
         now = time.monotonic()
         if self.link is not None and now >= self._next_ports:
-            self._next_ports = now + PORT_SECONDS
             self.link.refresh()
+            available = not self.link.status.startswith("unavailable")
+            self._next_ports = now + (PORT_SECONDS if available else UNAVAILABLE_SECONDS)
             ready = self.link.output_ready
             if ready and not self._output_was_ready:
                 self._feed_all()

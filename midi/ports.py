@@ -10,6 +10,8 @@ With no port chosen, the link offers its own virtual ports ("Immersions:in" and
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import re
 import threading
@@ -41,6 +43,9 @@ __all__ = [
 CLIENT_NAME = "Immersions"
 API_VARIABLE = "IMMERSIONS_MIDI_API"
 _APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
+log = logging.getLogger(__name__)
+_JACK_MESSAGE = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+_jack_callbacks: list[object] = []  # kept alive: libjack holds bare pointers to them
 _ALSA_NUMBERS = re.compile(r"\s+\d+:\d+$")
 _JACK_CLIENT_SUFFIX = re.compile(r"-\d+$")
 
@@ -63,16 +68,44 @@ def backend_api() -> int:
 
 
 def _api_name(api: int) -> str:
-    return rtmidi.get_api_display_name(api) or "MIDI"
+    return {rtmidi.API_UNIX_JACK: "JACK", rtmidi.API_LINUX_ALSA: "ALSA"}.get(
+        api, rtmidi.get_api_display_name(api)
+    )
+
+
+def _quiet_jack() -> None:
+    """Send libjack's own messages to our log: without a JACK server it prints five lines
+    to the terminal at every attempt, and the link tries again every few seconds."""
+    if _jack_callbacks:
+        return
+    _jack_callbacks.append(None)
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "libjack" in line}
+    except OSError:
+        return
+    callback = _JACK_MESSAGE(lambda text: log.debug("JACK: %s", text.decode(errors="replace")))
+    for path in paths:  # python-rtmidi's wheel carries a libjack of its own
+        with contextlib.suppress(OSError, AttributeError):
+            library = ctypes.CDLL(path)
+            library.jack_set_error_function(callback)
+            library.jack_set_info_function(callback)
+            _jack_callbacks.append(callback)
 
 
 def _open(kind: type[rtmidi.MidiIn] | type[rtmidi.MidiOut], api: int, client: str):
+    if api == rtmidi.API_UNIX_JACK:
+        _quiet_jack()
     try:
         return kind(api, name=client)
     except Exception as error:  # rtmidi raises its own SystemError when no server runs
-        raise MidiUnavailable(
-            f"{_api_name(api)} MIDI cannot be opened ({first_line(error)})."
-        ) from None
+        if api == rtmidi.API_UNIX_JACK:
+            reason = "no JACK server is running"
+            if not Path("/dev/snd/seq").exists():
+                reason += " and there is no ALSA sequencer"
+        else:
+            reason = first_line(error)
+        raise MidiUnavailable(f"{_api_name(api)} MIDI cannot be opened ({reason}).") from None
 
 
 def list_ports(api: int | None = None) -> tuple[list[str], list[str]]:

@@ -16,11 +16,17 @@ The first line printed is ``{"ready": true}``.
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import rtmidi
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _print_lock = threading.Lock()
 
@@ -62,6 +68,59 @@ def main(name: str) -> None:
             say({"flooded": len(messages), "took": time.perf_counter() - start})
     back.close_port()
     out.close_port()
+
+
+class Peer:
+    """The test's side: the peer process started, its lines read in a thread."""
+
+    def __init__(self, name: str = "Peer") -> None:
+        self.name = name
+        self.lines: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.got: list[tuple[list[int], float]] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.midi_peer", name],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.next("ready", 20.0)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            document = json.loads(line)
+            if "got" in document:
+                self.got.append((document["got"], document["t"]))
+            else:
+                self.lines.put(document)
+
+    def next(self, key: str, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            if key in document:
+                return document[key]
+
+    def command(self, **document: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(document) + "\n")
+        self.process.stdin.flush()
+
+    def send(self, messages: list[list[int]], gap: float = 0.002) -> list[float]:
+        self.command(send=messages, gap=gap)
+        return self.next("sent")
+
+    def quit(self) -> None:
+        if self.process.poll() is None:
+            self.command(quit=True)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from app.cli import main
 from app.presets import Preset, load_preset, save_preset
 from engine.clips import list_default_clips
 from engine.objectives import Region, Selection
+from tests.midi_peer import Peer
 from tests.parts import JackServer, Xvfb
 
 pytestmark = [pytest.mark.gl, pytest.mark.qt, pytest.mark.jack]
@@ -38,6 +39,10 @@ def _args(**overrides: Any) -> argparse.Namespace:
         "performance": False,
         "quit_after": None,
         "screenshot": None,
+        "no_midi": True,
+        "midi_in": None,
+        "midi_out": None,
+        "midi_mapping": None,
     }
     return argparse.Namespace(**{**defaults, **overrides})
 
@@ -81,6 +86,42 @@ def window(
         yield win
     finally:
         win.shutdown()
+
+
+@pytest.fixture
+def midi_window(
+    qtbot: Any,
+    xvfb_display: Xvfb,
+    jack_sounddevice: ModuleType,
+    config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Any, Peer]]:
+    """The window played by a controller in another process, through JACK MIDI."""
+    from vispy import app as vispy_app
+
+    from app.launch import _instrument, _midi
+    from app.main_window import MainWindow
+
+    monkeypatch.setenv("IMMERSIONS_MIDI_API", "jack")
+    vispy_app.use_app("pyqt6")
+    peer = Peer()
+    reports: queue.SimpleQueue[str] = queue.SimpleQueue()
+    args = _args(no_midi=False, midi_in="Peer:out", midi_out="Peer back:in")
+    instrument, network, clips, _ = _instrument(args, reports)
+    midi = _midi(args, instrument, reports)
+    win = MainWindow(instrument, network, clips, reports=reports, midi=midi)
+    qtbot.addWidget(win)
+    win.show()
+    instrument.start()
+    try:
+        yield win, peer
+    finally:
+        win.shutdown()
+        peer.quit()
+
+
+def _cc(number: int, value: int, channel: int = 0) -> list[int]:
+    return [0xB0 | channel, number, value]
 
 
 def _engine_value(win: Any, name: str) -> Any:
@@ -314,3 +355,40 @@ def test_the_command_opens_the_window_and_sound_starts_within_ten_seconds(
     assert 0 < seconds <= 10.0
     assert time.monotonic() - began < 30
     assert (config_dir / "last-session.toml").exists()
+
+
+def test_a_controller_fader_moves_the_widget_and_a_widget_moves_the_motor_fader(
+    midi_window: tuple[Any, Peer], qtbot: Any, config_dir: Path
+) -> None:
+    window, peer = midi_window
+    assert _until(lambda: "in Peer:out · out Peer back:in" in window.status_midi.text(), qtbot)
+    peer.send([_cc(84, v) for v in range(0, 128, 4)] + [_cc(84, 127)])
+    assert _until(lambda: window.panel.controls["channel_region"].value == 1.0, qtbot)
+    window.set_value("pitch_region", 0.25)  # the mouse, on the widget
+    assert _until(lambda: [0xB0, 86, 32] in [m for m, _ in peer.got], qtbot)  # round(0.25·127)
+    assert (config_dir / "midi-ports.toml").read_text(encoding="utf-8").count("Peer") == 2
+
+
+def test_right_click_learn_binds_the_next_control_and_saves_the_mapping(
+    midi_window: tuple[Any, Peer], qtbot: Any, config_dir: Path
+) -> None:
+    window, peer = midi_window
+    menu = window.midi_menu.context_menu("eq_mid", QPoint(10, 10))
+    learn = menu.actions()[0]
+    assert learn.text() == "Learn MIDI control for EQ mid"
+    learn.trigger()
+    menu.close()
+    assert _until(lambda: "learning EQ mid" in window.status_midi.text(), qtbot)
+    peer.send([_cc(30, 64, channel=1)])
+    assert _until(lambda: window.midi.learning is None, qtbot)
+    peer.send([_cc(30, v, channel=1) for v in (0, 127)])
+    assert _until(lambda: window.engine.values["eq_mid"] == 12.0, qtbot)
+    saved = (config_dir / "midi-mapping.toml").read_text(encoding="utf-8")
+    assert 'target = "eq_mid"' in saved and "number = 30" in saved
+    menu = window.midi_menu.context_menu("eq_mid", QPoint(10, 10))
+    forget = menu.actions()[1]
+    assert forget.text() == "Forget CC 30 · ch 2"
+    forget.trigger()
+    menu.close()
+    assert _until(lambda: window.midi.bindings_for("eq_mid") == (), qtbot)
+    assert 'target = "eq_mid"' not in (config_dir / "midi-mapping.toml").read_text(encoding="utf-8")

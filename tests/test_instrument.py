@@ -99,7 +99,7 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["bench", "--json", "--audio-seconds", "1", "--step-seconds", "0.2"]
-    argv += ["--render-seconds", "1"]
+    argv += ["--render-seconds", "1", "--midi-messages", "20"]
     assert main([*argv, "--output-device", "no such device"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"steps_per_second", "steps_per_loop", "audio_callback_p99_ms", "audio_xruns"} <= set(
@@ -113,6 +113,12 @@ def test_bench_json_is_one_object_and_names_the_fallback_output(
     assert "render_fps" in report and isinstance(report["render_note"], str)
     if os.environ.get("DISPLAY"):
         assert report["render_fps"] > 0, report["render_note"]
+    # The MIDI figure needs a loop-back (JACK or the ALSA sequencer), else it says why.
+    if report["midi_latency_p99_ms"] is None:
+        assert report["midi_note"], report
+    else:
+        assert report["midi_messages"] == 20
+        assert 0 < report["midi_latency_p50_ms"] <= report["midi_latency_p99_ms"]
 
 
 def test_devices_lists_the_jack_output(

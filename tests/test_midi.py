@@ -4,14 +4,9 @@ graph (python-rtmidi's JACK API), and the controller drives a running engine."""
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import mido
 import numpy as np
@@ -26,68 +21,15 @@ from engine.params import REGISTRY, ParameterValues
 from midi.controller import MidiController
 from midi.mapping import default_mapping
 from midi.ports import MidiLink, PortChoice, list_ports
+from tests.midi_peer import Peer
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 RATE = 22050
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cc(number: int, value: int, channel: int = 0) -> list[int]:
     return mido.Message("control_change", channel=channel, control=number, value=value).bytes()
-
-
-class Peer:
-    """The controller in another process (tests/midi_peer.py)."""
-
-    def __init__(self, name: str = "Peer") -> None:
-        self.name = name
-        self.lines: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self.got: list[tuple[list[int], float]] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.midi_peer", name],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.next("ready", 20.0)
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            document = json.loads(line)
-            if "got" in document:
-                self.got.append((document["got"], document["t"]))
-            else:
-                self.lines.put(document)
-
-    def next(self, key: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            document = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            if key in document:
-                return document[key]
-
-    def command(self, **document: Any) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(document) + "\n")
-        self.process.stdin.flush()
-
-    def send(self, messages: list[list[int]], gap: float = 0.002) -> list[float]:
-        self.command(send=messages, gap=gap)
-        return self.next("sent")
-
-    def quit(self) -> None:
-        if self.process.poll() is None:
-            self.command(quit=True)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -241,3 +183,51 @@ def test_a_flood_changes_only_the_mapped_values_and_the_engine_keeps_going(
     sent = peer.send([cc(88, 0), cc(88, 127)])  # still answers at once
     assert wait_until(lambda: engine.values["time_region"] == 1.0, 1.0)
     assert time.perf_counter() - sent[-1] < 1.0
+
+
+def test_a_broken_mapping_file_at_start_is_one_sentence_and_is_never_overwritten(
+    engine: Engine, peer: Peer, tmp_path: Path
+) -> None:
+    from midi.launch import open_controller
+
+    path = tmp_path / "midi-mapping.toml"
+    path.write_text("format = 'immersions-midi-mapping'\nversion = 'two'\n", encoding="utf-8")
+    reports: list[str] = []
+    midi = open_controller(
+        engine, engine.set, reports.append, midi_in="Peer:out", midi_out="Peer back:in"
+    )
+    try:
+        assert len(reports) == 1 and str(path) in reports[0] and "default mapping" in reports[0]
+        assert midi.mapping == default_mapping()
+        assert wait_until(lambda: "in Peer:out" in midi.status)
+        midi.learn("eq_high")
+        peer.send([cc(40, 64, channel=4)])
+        assert wait_until(lambda: len(midi.bindings_for("eq_high")) == 1)
+        peer.send([cc(81, v) for v in range(0, 128, 4)] + [cc(81, 127)])  # the defaults work
+        assert wait_until(lambda: engine.values["learning_rate"] == 2.0)
+    finally:
+        midi.stop()
+    assert path.read_text(encoding="utf-8").endswith("version = 'two'\n")
+
+
+def test_the_latency_figure_times_every_message_from_our_port_to_the_engine(
+    engine: Engine,
+) -> None:
+    from midi.bench import measure_midi_latency
+
+    figures = measure_midi_latency(engine, messages=50, gap=0.002)
+    assert figures["midi_api"] == "jack" and figures["midi_note"] == ""
+    assert figures["midi_messages"] == 50
+    assert 0 < figures["midi_latency_p50_ms"] <= figures["midi_latency_p99_ms"]
+    assert figures["midi_latency_p99_ms"] <= figures["midi_latency_max_ms"]
+
+
+def test_devices_lists_the_midi_ports(peer: Peer, capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    assert main(["devices", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert "Peer:out" in listed["midi_inputs"] and "Peer back:in" in listed["midi_outputs"]
+    assert main(["devices"]) == 0
+    text = capsys.readouterr().out
+    assert "MIDI inputs (use the whole name as --midi-in):\n  Peer:out" in text
