@@ -18,3 +18,4 @@ bench:
 	@.venv/bin/python tests/bench/bench_model.py
 	@.venv/bin/python tests/bench/bench_layout.py
 	@.venv/bin/python tests/bench/bench_app.py
+	@.venv/bin/python tests/bench/bench_midi.py

@@ -1,8 +1,8 @@
 """The MIDI controller: a hardware controller playing the instrument through a mapping.
 
-One worker thread does everything, so nothing here needs a lock: the backend's thread only
-queues the raw bytes it receives, and the app's calls (learn, forget, another mapping,
-other ports) are queued as commands. The worker
+One worker thread does everything, so nothing here needs a lock: it reads the input port
+every millisecond (no Python runs in the MIDI backend's thread), and the app's calls
+(learn, forget, another mapping, other ports) are queued as commands. The worker
 
 - decodes each message (garbage is dropped by :mod:`midi.decoding`) and drives the bound
   parameters and actions; the messages that arrive together are coalesced, so the engine
@@ -48,6 +48,8 @@ __all__ = ["MidiController", "startup_mapping"]
 
 #: A knob within this distance (of its travel) of the value takes over at once.
 PICKUP_WINDOW = 0.02
+#: Seconds between reads of the input port (JACK delivers once per period, 1–10 ms).
+READ_SECONDS = 0.001
 #: Seconds between looks at the engine's values (feedback and pick-up).
 WATCH_SECONDS = 0.02
 #: Seconds between looks at the ports (hot-plug), and while no MIDI backend can be opened.
@@ -145,8 +147,6 @@ class MidiController:
         """Open the ports and start the worker (no-op when running)."""
         if self._thread is not None:
             return
-        if self.link is not None:
-            self.link.on_message = self.receive
         self._thread = threading.Thread(target=self._work, name="midi", daemon=True)
         self._thread.start()
 
@@ -170,7 +170,8 @@ class MidiController:
     # --- from any thread ------------------------------------------------------------------
 
     def receive(self, data: Sequence[int]) -> None:
-        """Raw bytes of one incoming message (the backend's thread calls this)."""
+        """Raw bytes of one incoming message, from any thread (messages that do not come
+        through the link: another program's, a test's)."""
         self._inbox.put(data)
 
     def learn(self, target: str) -> None:
@@ -219,12 +220,9 @@ class MidiController:
     # --- the worker -----------------------------------------------------------------------
 
     def _work(self) -> None:
+        watched = 0.0
         while True:
-            try:
-                item = self._inbox.get(timeout=WATCH_SECONDS)
-            except queue.Empty:
-                item = None
-            batch = [] if item is None else [item]
+            batch: list[Any] = []
             while len(batch) < BATCH:
                 try:
                     batch.append(self._inbox.get_nowait())
@@ -232,11 +230,18 @@ class MidiController:
                     break
             if any(isinstance(entry, _Stop) for entry in batch):
                 return
+            if self.link is not None:
+                batch += self.link.read()
             try:
                 self.process(batch)
-                self.poll()
+                now = time.monotonic()
+                if now - watched >= WATCH_SECONDS:
+                    watched = now
+                    self.poll()
             except Exception as error:  # the controller must outlive any one fault
                 self._report(f"MIDI: {first_line(error)}; the controller goes on.")
+            if not batch:
+                time.sleep(READ_SECONDS)
 
     def process(self, batch: Sequence[Any]) -> None:
         """Handle queued messages and commands in order; parameter changes are coalesced
@@ -260,7 +265,8 @@ class MidiController:
         """Follow values changed elsewhere (feedback, pick-up); now and then, the ports."""
         now = time.monotonic()
         if self.link is not None and now >= self._next_ports:
-            self.link.refresh()
+            if self.link.refresh():
+                self._report(f"MIDI {self.link.status}.")
             available = not self.link.status.startswith("unavailable")
             self._next_ports = now + (PORT_SECONDS if available else UNAVAILABLE_SECONDS)
             ready = self.link.output_ready

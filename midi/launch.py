@@ -45,7 +45,7 @@ def open_controller(
         engine,
         mapping,
         apply=apply,
-        link=MidiLink(choice, on_message=lambda _data: None),
+        link=MidiLink(choice),
         save_to=path if writable else None,
         on_report=report,
     )

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,10 @@ CLIENT_NAME = "Immersions"
 API_VARIABLE = "IMMERSIONS_MIDI_API"
 _APIS = {"alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK}
 log = logging.getLogger(__name__)
+#: Messages rtmidi keeps until they are read (a flood of 10 000/s is 10 per millisecond).
+QUEUE_SIZE = 8192
+#: Most messages one read returns, so a flood never starves the rest of the worker's work.
+READ_AT_MOST = 1024
 _JACK_MESSAGE = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 _jack_callbacks: list[object] = []  # kept alive: libjack holds bare pointers to them
 _ALSA_NUMBERS = re.compile(r"\s+\d+:\d+$")
@@ -93,10 +97,12 @@ def _quiet_jack() -> None:
             _jack_callbacks.append(callback)
 
 
-def _open(kind: type[rtmidi.MidiIn] | type[rtmidi.MidiOut], api: int, client: str):
+def _open(kind: type[rtmidi.MidiIn] | type[rtmidi.MidiOut], api: int, client: str, queue: int = 0):
     if api == rtmidi.API_UNIX_JACK:
         _quiet_jack()
     try:
+        if kind is rtmidi.MidiIn and queue:
+            return kind(api, name=client, queue_size_limit=queue)
         return kind(api, name=client)
     except Exception as error:  # rtmidi raises its own SystemError when no server runs
         if api == rtmidi.API_UNIX_JACK:
@@ -182,20 +188,17 @@ def save_port_choice(choice: PortChoice, path: Path | None = None) -> None:
 
 
 class MidiLink:
-    """One input and one output, kept open by name. ``on_message(bytes)`` is called from
-    the backend's thread for every incoming message. :meth:`refresh` (called now and then
-    by its owner) opens what is missing, notices a port that vanished and reconnects to it
-    when it is back; it never raises. ``status`` says in a few words where things stand.
+    """One input and one output, kept open by name. :meth:`read` returns what arrived since
+    the last call; :meth:`refresh` (called now and then by its owner) opens what is missing,
+    notices a port that vanished and reconnects to it when it is back; neither raises.
+    ``status`` says in a few words where things stand.
+
+    Incoming messages wait in rtmidi's own queue until read: a Python callback would run in
+    JACK's real-time thread and make every JACK client (the sound too) wait for Python.
     """
 
-    def __init__(
-        self,
-        choice: PortChoice,
-        on_message: Callable[[list[int]], None],
-        api: int | None = None,
-    ) -> None:
+    def __init__(self, choice: PortChoice, api: int | None = None) -> None:
         self.choice = choice
-        self.on_message = on_message
         self.api = backend_api() if api is None else api
         self.status = "not started"
         self._lock = threading.RLock()
@@ -232,6 +235,21 @@ class MidiLink:
             self.choice = choice
             self._close_ports()
 
+    def read(self) -> list[list[int]]:
+        """The messages that arrived since the last read (raw bytes), oldest first."""
+        with self._lock:
+            port = self._in
+            if port is None or not self._in_open:
+                return []
+            messages = []
+            with contextlib.suppress(Exception):  # a backend that died: refresh will say so
+                while len(messages) < READ_AT_MOST:
+                    event = port.get_message()
+                    if event is None:
+                        break
+                    messages.append(event[0])
+            return messages
+
     def send(self, data: list[int]) -> bool:
         """Send one message to the output; False when there is no output now."""
         with self._lock:
@@ -256,16 +274,11 @@ class MidiLink:
 
     def _ensure_clients(self) -> None:
         if self._in is None:
-            self._in = _open(rtmidi.MidiIn, self.api, CLIENT_NAME)
+            self._in = _open(rtmidi.MidiIn, self.api, CLIENT_NAME, QUEUE_SIZE)
             # Sysex, timing clock and active sensing never drive anything: leave them out.
             self._in.ignore_types(sysex=True, timing=True, active_sense=True)
-            self._in.set_callback(self._received)
         if self._out is None:
             self._out = _open(rtmidi.MidiOut, self.api, CLIENT_NAME)
-
-    def _received(self, event: tuple[list[int], float], _data: object) -> None:
-        with contextlib.suppress(Exception):  # a bad message must never stop the backend
-            self.on_message(event[0])
 
     def _keep(
         self, port: rtmidi.MidiIn | rtmidi.MidiOut, wanted: str | None, ours: str, is_input: bool
@@ -310,7 +323,5 @@ class MidiLink:
         for port in (self._in, self._out):
             if port is not None:
                 with contextlib.suppress(Exception):
-                    if isinstance(port, rtmidi.MidiIn):
-                        port.cancel_callback()
                     port.delete()
         self._in = self._out = None

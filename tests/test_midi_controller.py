@@ -267,3 +267,15 @@ def test_the_layer_encoder_steps_through_the_layer_choices(engine: Engine) -> No
     assert engine.values["layer"] == choices[-1]
     midi.process([cc(2, 0)])
     assert engine.values["layer"] == choices[0]
+
+
+def test_a_replugged_port_is_found_by_its_name_without_the_numbers_that_changed() -> None:
+    from midi.ports import find_port, stable_name
+
+    assert stable_name("BCF2000:BCF2000 Port 1 20:0") == "BCF2000:BCF2000 Port 1"
+    assert stable_name("Peer-01:out") == "Peer:out"
+    ports = ["Midi Through:Midi Through Port-0 14:0", "BCF2000:BCF2000 Port 1 24:0"]
+    assert find_port("BCF2000:BCF2000 Port 1 20:0", ports) == 1
+    assert find_port("Peer:out", ["Peer-01:out"]) == 0
+    assert find_port("Peer:out", ["Peer:out", "Peer-01:out"]) == 0  # the exact name first
+    assert find_port("nanoKONTROL2:out", ports) is None
