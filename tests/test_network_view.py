@@ -54,6 +54,10 @@ def test_the_map_draws_brighter_when_active_and_highlights_a_target(
 
     app.use_app("pyqt6")
     view = NetworkView(network, size=(240, 240))
+    # Shown, so the canvas has a GL context of its own: a hidden Qt GL widget has none yet
+    # and would render with whatever context an earlier test left current.
+    view.canvas.show()
+    qapp.processEvents()
     try:
         quiet = view.render()
         view.show(0.0, _activations(network, 3.0), ())
