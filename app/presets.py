@@ -26,17 +26,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-import tomli_w
-
-from engine.atomic import atomic_path
+from app.user_files import UserFile, config_dir
 from engine.objectives import Selection
 from engine.params import ParameterValues, Registry
 
@@ -55,8 +50,6 @@ __all__ = [
 FORMAT = "immersions-preset"
 #: The newest format version this code reads and the one it writes.
 VERSION = 1
-#: Environment variable that overrides the user's config folder (tests, portable setups).
-CONFIG_DIR_VARIABLE = "IMMERSIONS_CONFIG_DIR"
 
 _SESSION_NAME = "last-session.toml"
 _TOP_KEYS = frozenset({"format", "version", "clip", "values", "kept"})
@@ -66,6 +59,9 @@ _SELECTION_AXES = tuple(f.name for f in fields(Selection) if f.name != "layer")
 class PresetError(Exception):
     """A preset file that cannot be read or written at all; the message is one sentence
     naming the file and what is wrong."""
+
+
+_FILE = UserFile("preset", FORMAT, VERSION, PresetError)
 
 
 @dataclass(frozen=True)
@@ -81,15 +77,6 @@ class Preset:
     clip: Path | None = None
 
 
-def config_dir() -> Path:
-    """The folder for presets, mappings and the last session: ``$IMMERSIONS_CONFIG_DIR`` if
-    set, else the platform's user config folder. Not created here; writers create it."""
-    override = os.environ.get(CONFIG_DIR_VARIABLE)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_config_dir("immersions"))
-
-
 def session_path() -> Path:
     """The file the app writes on exit and restores at start."""
     return config_dir() / _SESSION_NAME
@@ -103,13 +90,7 @@ def save_preset(path: str | Path, preset: Preset) -> Path:
     file wherever it is loaded from. A file that cannot be written is a PresetError.
     """
     path = Path(path)
-    # Serialise before touching the disk, so a bad preset never leaves anything behind.
-    text = tomli_w.dumps(_to_document(preset))
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise PresetError(f"the preset {path} could not be written ({_reason(error)}).") from None
+    _FILE.write(path, _to_document(preset))
     return path
 
 
@@ -124,8 +105,7 @@ def load_preset(path: str | Path, registry: Registry) -> tuple[Preset, list[str]
     raises PresetError. The file is only read.
     """
     path = Path(path)
-    document = _read_document(path)
-    _check_header(path, document)
+    document = _FILE.read(path)
     reports = [f"unknown preset key {key!r} ignored." for key in document if key not in _TOP_KEYS]
 
     raw_values = document.get("values", {})
@@ -166,36 +146,6 @@ def _to_document(preset: Preset) -> dict[str, Any]:
 
 
 # --- reading ---------------------------------------------------------------------------------
-
-
-def _read_document(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PresetError(f"the preset {path} does not exist.") from None
-    except OSError as error:
-        raise PresetError(f"the preset {path} could not be read ({_reason(error)}).") from None
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise PresetError(f"the preset {path} is not valid TOML (it is not UTF-8 text).") from None
-    except tomllib.TOMLDecodeError as error:
-        raise PresetError(f"the preset {path} is not valid TOML ({error}).") from None
-
-
-def _check_header(path: Path, document: Mapping[str, Any]) -> None:
-    form = document.get("format")
-    if form != FORMAT:
-        found = "has no format key" if form is None else f"has format = {form!r}"
-        raise _structure(path, f'it {found}, not format = "{FORMAT}"')
-    version = document.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _structure(path, f"its version {version!r} is not a format version (1 or more)")
-    if version > VERSION:
-        raise PresetError(
-            f"the preset {path} has format version {version}, newer than this Immersions "
-            f"reads ({VERSION}); update Immersions to load it."
-        )
 
 
 def _read_selection(
@@ -253,9 +203,5 @@ def _read_clip(path: Path, document: Mapping[str, Any], reports: list[str]) -> P
     return clip
 
 
-def _structure(path: Path, problem: str) -> PresetError:
-    return PresetError(f"the preset {path} is not an Immersions preset: {problem}.")
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
+def _structure(path: Path, problem: str) -> Exception:
+    return _FILE.structure(path, problem)

@@ -29,16 +29,12 @@ with a one-sentence report; only a file that cannot be read as a mapping at all 
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import tomli_w
-
-from app.presets import config_dir
-from engine.atomic import atomic_path
+from app.user_files import UserFile, config_dir
 from engine.params import Registry
 
 __all__ = [
@@ -167,6 +163,9 @@ class MappingError(Exception):
     message is one sentence naming the file and what is wrong."""
 
 
+_FILE = UserFile("MIDI mapping", FORMAT, VERSION, MappingError)
+
+
 def mapping_path() -> Path:
     """The mapping file the app loads at start and saves after MIDI learn."""
     return config_dir() / _FILE_NAME
@@ -203,13 +202,7 @@ def save_mapping(path: str | Path, mapping: MidiMapping) -> Path:
     half of one. A file that cannot be written is a MappingError.
     """
     path = Path(path)
-    # Serialise before touching the disk, so a bad mapping never leaves anything behind.
-    text = tomli_w.dumps(_to_document(mapping))
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise _error(path, f"could not be written ({_reason(error)})") from None
+    _FILE.write(path, _to_document(mapping))
     return path
 
 
@@ -223,8 +216,7 @@ def load_mapping(path: str | Path, registry: Registry) -> tuple[MidiMapping, lis
     only read.
     """
     path = Path(path)
-    document = _read_document(path)
-    _check_header(path, document)
+    document = _FILE.read(path)
     where = f"the MIDI mapping {path}"
     reports = [f"{where}: unknown key {key!r} ignored." for key in document if key not in _TOP_KEYS]
     name = document.get("name", "")
@@ -277,37 +269,6 @@ def _to_document(mapping: MidiMapping) -> dict[str, Any]:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _read_document(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _error(path, "does not exist") from None
-    except OSError as error:
-        raise _error(path, f"could not be read ({_reason(error)})") from None
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _error(path, "is not valid TOML (it is not UTF-8 text)") from None
-    except tomllib.TOMLDecodeError as error:
-        raise _error(path, f"is not valid TOML ({error})") from None
-
-
-def _check_header(path: Path, document: Mapping[str, Any]) -> None:
-    form = document.get("format")
-    if form != FORMAT:
-        found = "has no format key" if form is None else f"has format = {form!r}"
-        raise _structure(path, f'it {found}, not format = "{FORMAT}"')
-    version = document.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise _structure(path, f"its version {version!r} is not a format version (1 or more)")
-    if version > VERSION:
-        raise _error(
-            path,
-            f"has format version {version}, newer than this Immersions reads ({VERSION}); "
-            "update Immersions to load it",
-        )
-
-
 def _read_binding(entry: Mapping[str, Any], registry: Registry) -> Binding | str:
     """A binding from one ``[[binding]]`` table, or the end of a sentence saying why it
     is skipped."""
@@ -348,13 +309,5 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _structure(path: Path, problem: str) -> MappingError:
-    return _error(path, f"is not an Immersions MIDI mapping: {problem}")
-
-
-def _error(path: Path, problem: str) -> MappingError:
-    return MappingError(f"the MIDI mapping {path} {problem}.")
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
+def _structure(path: Path, problem: str) -> Exception:
+    return _FILE.structure(path, problem)

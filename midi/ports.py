@@ -23,7 +23,7 @@ from pathlib import Path
 import rtmidi
 import tomli_w
 
-from app.presets import config_dir
+from app.user_files import config_dir
 from engine.atomic import atomic_path
 from engine.messages import first_line
 
