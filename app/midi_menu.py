@@ -101,6 +101,15 @@ class MidiMenu:
                 f"Forget {binding.source.label()}",
                 lambda: self.controller.forget(target),
             )
+            spec = self.controller.registry.get(target)
+            if binding.source.kind == "cc" and spec is not None and spec.kind != "bool":
+                relative = self._item(
+                    menu,
+                    f"{binding.source.label()} is an endless encoder (sends steps)",
+                    lambda on=not binding.relative: self.controller.set_relative(target, on),
+                )
+                relative.setCheckable(True)
+                relative.setChecked(binding.relative)
         menu.popup(where)
         return menu
 

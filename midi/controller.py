@@ -188,6 +188,10 @@ class MidiController:
         """Unbind every control of ``target``."""
         self._command(lambda: self._change_mapping(self.mapping.without_target(target)))
 
+    def set_relative(self, target: str, relative: bool) -> None:
+        """Read ``target``'s CC controls as relative encoders (steps), or as positions."""
+        self._command(lambda: self._change_mapping(self.mapping.with_relative(target, relative)))
+
     def use_mapping(self, mapping: MidiMapping, save_to: Path | None) -> None:
         """Drive with ``mapping`` from now on; learned changes go to ``save_to``."""
 
@@ -325,6 +329,8 @@ class MidiController:
         if event.pressed is not None:
             # A pad on a number: its velocity is the position; a release does nothing.
             return spec.from_normalised(event.position) if event.pressed else None
+        if binding.relative:
+            return _stepped(spec, current, round(event.position * 127))
         if not self._picked_up(binding, spec, current, event.position):
             self.counts.held_back[binding.target] = self.counts.held_back.get(binding.target, 0) + 1
             return None
@@ -438,6 +444,8 @@ class MidiController:
         """Send ``value`` to the control of ``binding`` (motor fader, LED ring, button light)."""
         if self.link is None or not self.link.output_ready or binding.target in ACTIONS:
             return
+        if binding.relative:
+            return  # an endless encoder shows no position; its ring follows what it sends
         for data in feedback_messages(binding.source, self.registry[binding.target], value):
             if self.link.send(data):
                 self.counts.feedback += 1
@@ -449,6 +457,22 @@ class MidiController:
 
 
 _UNSEEN = object()
+
+
+def _stepped(spec: ParamSpec, current: Value, raw: int) -> Value | None:
+    """The value a relative encoder's message moves ``current`` to: 1–63 are that many
+    steps up, 127–65 that many down (two's complement, the common encoding); a step is
+    one choice or whole number, or 1/127 of a continuous control's travel."""
+    steps = raw if raw < 64 else raw - 128
+    if steps == 0:
+        return None
+    if spec.kind == "choice":
+        index = spec.choices.index(current) + steps
+        return spec.choices[min(max(index, 0), len(spec.choices) - 1)]
+    if spec.kind == "int" and (spec.maximum or 0) - (spec.minimum or 0) <= 127:
+        value, _ = spec.clamp(int(current) + steps)
+        return value
+    return spec.from_normalised(spec.to_normalised(current) + steps / 127)
 
 
 def feedback_messages(source: Source, spec: ParamSpec, value: Value) -> list[list[int]]:

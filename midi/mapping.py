@@ -21,6 +21,13 @@ shared by hand; channels count 1–16 there (0–15 in a ``Source``)::
     number = 36
     momentary = true     # only meaningful for notes on on/off parameters
 
+    [[binding]]
+    target = "layer"
+    type = "cc"
+    channel = 1
+    number = 2
+    relative = true      # an endless encoder sending steps (1–63 up, 127–65 down)
+
 Loading is forgiving where it can be: a binding with an unknown target, a bad type,
 channel, number or momentary, or a control already bound earlier in the file is skipped
 with a one-sentence report; only a file that cannot be read as a mapping at all raises
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -69,7 +77,7 @@ _KINDS: tuple[str, ...] = get_args(SourceKind)
 _KIND_WORDS = "cc, cc14 or note"
 _FILE_NAME = "midi-mapping.toml"
 _TOP_KEYS = frozenset({"format", "version", "name", "binding"})
-_BINDING_KEYS = frozenset({"target", "type", "channel", "number", "momentary"})
+_BINDING_KEYS = frozenset({"target", "type", "channel", "number", "momentary", "relative"})
 # A 14-bit pair's LSB controller is its MSB's number + 32 (MIDI 1.0), so MSBs are 0–31.
 _LSB_OFFSET = 32
 
@@ -117,12 +125,14 @@ class Binding:
     """One control driving one target: a registry parameter name or an ``ACTIONS`` key.
 
     ``momentary`` is for notes on bool parameters: on while held; by default each press
-    toggles.
+    toggles. ``relative`` is for endless encoders that send steps rather than positions
+    (7-bit CCs: 1–63 turn up by that many steps, 127–65 down by 1–63).
     """
 
     source: Source
     target: str
     momentary: bool = False
+    relative: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,17 @@ class MidiMapping:
             if old.target != binding.target and not old.source.overlaps(binding.source)
         )
         return MidiMapping((*kept, binding), self.name)
+
+    def with_relative(self, target: str, relative: bool) -> MidiMapping:
+        """This mapping with ``target``'s 7-bit CC bindings read as relative encoders (or
+        not); its other bindings are left as they are."""
+        bindings = tuple(
+            dataclass_replace(b, relative=relative)
+            if b.target == target and b.source.kind == "cc"
+            else b
+            for b in self.bindings
+        )
+        return MidiMapping(bindings, self.name)
 
     def without_target(self, target: str) -> MidiMapping:
         """This mapping with no binding for ``target``."""
@@ -260,6 +281,8 @@ def _to_document(mapping: MidiMapping) -> dict[str, Any]:
         entry |= {"channel": source.channel + 1, "number": source.number}
         if binding.momentary:
             entry["momentary"] = True
+        if binding.relative:
+            entry["relative"] = True
         entries.append(entry)
     if entries:
         document["binding"] = entries
@@ -279,17 +302,22 @@ def _read_binding(entry: Mapping[str, Any], registry: Registry) -> Binding | str
         return f"unknown target {target!r} ignored"
     kind, channel, number = entry.get("type"), entry.get("channel"), entry.get("number")
     momentary = entry.get("momentary", False)
+    relative = entry.get("relative", False)
     if kind not in _KINDS:
         problem = f"it has {'no type' if kind is None else f'type {kind!r}'}, not {_KIND_WORDS}"
     elif not _is_int(channel) or not 1 <= channel <= 16:
         problem = f"channel {channel!r} is not a whole number from 1 to 16"
     elif not isinstance(momentary, bool):
         problem = f"momentary {momentary!r} is not true or false"
+    elif not isinstance(relative, bool):
+        problem = f"relative {relative!r} is not true or false"
+    elif relative and kind != "cc":
+        problem = f"relative is for 7-bit cc encoders, not {kind}"
     else:
         problem = _source_problem(kind, channel - 1, number)
     if problem:
         return f"{problem}, so it is skipped"
-    return Binding(Source(kind, channel - 1, number), target, momentary)
+    return Binding(Source(kind, channel - 1, number), target, momentary, relative)
 
 
 def _source_problem(kind: Any, channel: Any, number: Any) -> str | None:

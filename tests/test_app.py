@@ -386,6 +386,14 @@ def test_right_click_learn_binds_the_next_control_and_saves_the_mapping(
     saved = (config_dir / "midi-mapping.toml").read_text(encoding="utf-8")
     assert 'target = "eq_mid"' in saved and "number = 30" in saved
     menu = window.midi_menu.context_menu("eq_mid", QPoint(10, 10))
+    endless = menu.actions()[2]
+    assert endless.text() == "CC 30 · ch 2 is an endless encoder (sends steps)"
+    endless.trigger()
+    menu.close()
+    assert _until(lambda: window.midi.bindings_for("eq_mid")[0].relative, qtbot)
+    peer.send([_cc(30, 127, channel=1)])  # one step down: 1/127 of the 36 dB travel
+    assert _until(lambda: window.engine.values["eq_mid"] == pytest.approx(12 - 36 / 127), qtbot)
+    menu = window.midi_menu.context_menu("eq_mid", QPoint(10, 10))
     forget = menu.actions()[1]
     assert forget.text() == "Forget CC 30 · ch 2"
     forget.trigger()

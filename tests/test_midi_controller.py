@@ -279,3 +279,25 @@ def test_a_replugged_port_is_found_by_its_name_without_the_numbers_that_changed(
     assert find_port("Peer:out", ["Peer-01:out"]) == 0
     assert find_port("Peer:out", ["Peer:out", "Peer-01:out"]) == 0  # the exact name first
     assert find_port("nanoKONTROL2:out", ports) is None
+
+
+def test_a_relative_encoder_moves_the_value_by_its_steps_and_never_jumps(engine: Engine) -> None:
+    mapping = MidiMapping(
+        (
+            Binding(Source("cc", 0, 2), "layer", relative=True),
+            Binding(Source("cc", 0, 5), "pitch_position", relative=True),
+        )
+    )
+    midi = controller(engine, mapping)
+    choices = engine.values.registry["layer"].choices
+    start = choices.index(engine.values["layer"])
+    midi.process([cc(2, 1)])  # one step up, with no pick-up to wait for
+    assert engine.values["layer"] == choices[start + 1]
+    midi.process([cc(2, 126)])  # two steps down
+    assert engine.values["layer"] == choices[start - 1]
+    midi.process([cc(2, 63)] * 3)  # far past the end stays at the end
+    assert engine.values["layer"] == choices[-1]
+    midi.process([cc(5, 10)])  # 10/127 of the travel up from 0.5
+    assert engine.values["pitch_position"] == pytest.approx(0.5 + 10 / 127)
+    midi.set_relative("pitch_position", False)
+    assert midi.mapping.bindings_for("pitch_position")[0].relative is False

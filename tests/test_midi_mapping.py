@@ -519,3 +519,21 @@ def test_save_creates_parent_folders_and_accepts_a_string_path(tmp_path):
 
     assert returned == path
     assert load_mapping(path, REGISTRY) == (default_mapping(), [])
+
+
+def test_relative_encoders_round_trip_and_are_refused_on_anything_but_a_7_bit_cc(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "relative.toml"
+    mapping = MidiMapping((Binding(Source("cc", 0, 2), "layer", relative=True),))
+    save_mapping(path, mapping)
+    assert "relative = true" in path.read_text(encoding="utf-8")
+    assert load_mapping(path, REGISTRY) == (mapping, [])
+    path.write_text(
+        'format = "immersions-midi-mapping"\nversion = 1\n[[binding]]\ntarget = "layer"\n'
+        'type = "note"\nchannel = 1\nnumber = 36\nrelative = true\n',
+        encoding="utf-8",
+    )
+    loaded, reports = load_mapping(path, REGISTRY)
+    assert loaded.bindings == ()
+    assert len(reports) == 1 and "relative is for 7-bit cc encoders" in reports[0]
