@@ -271,8 +271,8 @@ class MidiController:
         if self.link is not None and now >= self._next_ports:
             if self.link.refresh():
                 self._report(f"MIDI {self.link.status}.")
-            available = not self.link.status.startswith("unavailable")
-            self._next_ports = now + (PORT_SECONDS if available else UNAVAILABLE_SECONDS)
+            wait = PORT_SECONDS if self.link.available else UNAVAILABLE_SECONDS
+            self._next_ports = now + wait
             ready = self.link.output_ready
             if ready and not self._output_was_ready:
                 self._feed_all()
@@ -284,11 +284,13 @@ class MidiController:
             return
         self._seen = values
         for target in self.mapping.targets:
-            if target in values and values[target] != self._known.get(target, _UNSEEN):
+            known = self._known.get(target, _UNSEEN)
+            if target in values and values[target] != known:
                 self._known[target] = values[target]
                 for binding in self.mapping.bindings_for(target):
                     self._pickup(binding).engaged = False
-                    self._feedback(binding, values[target])
+                    if known is not _UNSEEN:  # a first look is no change: _feed_all sent it
+                        self._feedback(binding, values[target])
 
     # --- messages -------------------------------------------------------------------------
 

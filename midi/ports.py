@@ -262,6 +262,11 @@ class MidiLink:
             return True
 
     @property
+    def available(self) -> bool:
+        """Whether the MIDI backend could be opened at the last refresh."""
+        return self._in is not None
+
+    @property
     def output_ready(self) -> bool:
         return self._out is not None and self._out_open
 
