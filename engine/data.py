@@ -26,6 +26,7 @@ import logging
 import os
 import posixpath
 import threading
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -150,6 +151,14 @@ class CorpusView:
         self._lengths = lengths
         self._ends = np.cumsum(lengths)
         self._total = int(self._ends[-1]) if len(lengths) else 0
+        members: dict[str, list[int]] = defaultdict(list)
+        for i, segment in enumerate(self.segments):
+            members[segment.file.group].append(i)
+        # For each segment, the segments of the other files of its group (its siblings).
+        self._siblings = [
+            np.array([j for j in members[s.file.group] if self.segments[j].file is not s.file])
+            for s in self.segments
+        ]
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -183,22 +192,56 @@ class CorpusView:
         return self._total / self.segments[0].file.sample_rate / 3600.0
 
     def sample_batch(
-        self, batch_size: int, n_samples: int, generator: torch.Generator
+        self,
+        batch_size: int,
+        n_samples: int,
+        generator: torch.Generator,
+        *,
+        siblings: bool = False,
     ) -> torch.Tensor:
         """Draw ``batch_size`` random windows of ``n_samples`` as a (batch, n_samples) tensor.
+
+        With ``siblings``, windows come in pairs: each random window is followed by one from
+        another file of its group (another rendering of the same piece) at the same relative
+        position, or by a second random window when its group has one file only.
 
         Fully determined by ``generator`` (a CPU ``torch.Generator``); the tensor is
         float32 on the CPU. Reads only the windows' samples, never decodes.
         """
         self._check_request(batch_size, n_samples)
-        positions = torch.randint(0, self._total, (batch_size,), generator=generator).numpy()
-        fractions = torch.rand(batch_size, generator=generator, dtype=torch.float64).numpy()
+        draws = (batch_size + 1) // 2 if siblings else batch_size
+        positions = torch.randint(0, self._total, (draws,), generator=generator).numpy()
+        fractions = torch.rand(draws, generator=generator, dtype=torch.float64).numpy()
         index = np.searchsorted(self._ends, positions, side="right")
+        if siblings:
+            index, fractions = self._with_siblings(index, fractions, generator)
+            index, fractions = index[:batch_size], fractions[:batch_size]
         lengths = self._lengths[index]
         # Long segments: offset uniform over all full windows; short ones: uniform loop phase.
         spans = np.where(lengths >= n_samples, lengths - n_samples + 1, lengths)
         offsets = np.minimum((fractions * spans).astype(np.int64), spans - 1)
         return self._gather(index, offsets, n_samples)
+
+    def _with_siblings(
+        self, index: np.ndarray, fractions: np.ndarray, generator: torch.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each drawn segment followed by a sibling (or a fresh draw), and their fractions."""
+        count = len(index)
+        picks = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
+        spare = torch.randint(0, self._total, (count,), generator=generator).numpy()
+        spare_fractions = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
+        partners, partner_fractions = np.empty_like(index), fractions.copy()
+        for row, i in enumerate(index.tolist()):
+            others = self._siblings[i]
+            if len(others):
+                partners[row] = others[min(int(picks[row] * len(others)), len(others) - 1)]
+            else:
+                partners[row] = np.searchsorted(self._ends, spare[row], side="right")
+                partner_fractions[row] = spare_fractions[row]
+        return (
+            np.stack([index, partners], axis=1).reshape(-1),
+            np.stack([fractions, partner_fractions], axis=1).reshape(-1),
+        )
 
     def fixed_windows(self, count: int, n_samples: int, seed: int = 0) -> torch.Tensor:
         """A deterministic evaluation set: the same (count, n_samples) windows every call.
@@ -335,6 +378,27 @@ class AudioCorpus:
     ) -> torch.Tensor:
         """Random windows from the whole corpus: :meth:`CorpusView.sample_batch` of :meth:`view`."""
         return self.view().sample_batch(batch_size, n_samples, generator)
+
+    def _with_siblings(
+        self, index: np.ndarray, fractions: np.ndarray, generator: torch.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each drawn segment followed by a sibling (or a fresh draw), and their fractions."""
+        count = len(index)
+        picks = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
+        spare = torch.randint(0, self._total, (count,), generator=generator).numpy()
+        spare_fractions = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
+        partners, partner_fractions = np.empty_like(index), fractions.copy()
+        for row, i in enumerate(index.tolist()):
+            others = self._siblings[i]
+            if len(others):
+                partners[row] = others[min(int(picks[row] * len(others)), len(others) - 1)]
+            else:
+                partners[row] = np.searchsorted(self._ends, spare[row], side="right")
+                partner_fractions[row] = spare_fractions[row]
+        return (
+            np.stack([index, partners], axis=1).reshape(-1),
+            np.stack([fractions, partner_fractions], axis=1).reshape(-1),
+        )
 
     def fixed_windows(self, count: int, n_samples: int, seed: int = 0) -> torch.Tensor:
         """Evaluation windows over the whole corpus: :meth:`CorpusView.fixed_windows`."""

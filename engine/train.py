@@ -59,6 +59,9 @@ class TrainSettings:
     checkpoint_every: int = 250
     log_every: int = 10
     gain_db: float = 12.0  # random gain in [−gain_db, 0] dB per window
+    # Pair every window with one of another rendering of the same piece (same relative
+    # position), so that some negatives are the same music in another timbre.
+    sibling_pairs: bool = True
     seed: int = 0
     device: str | None = None
 
@@ -209,7 +212,9 @@ def train(
             seed = step_seed(settings.seed, step, rank)
             torch.manual_seed(seed)  # dropout
             generator = torch.Generator().manual_seed(seed)
-            batch = train_view.sample_batch(settings.batch_size, samples, generator)
+            batch = train_view.sample_batch(
+                settings.batch_size, samples, generator, siblings=settings.sibling_pairs
+            )
             gain_db = -settings.gain_db * torch.rand(len(batch), 1, generator=generator)
             batch = (batch * 10 ** (gain_db / 20)).to(device)
 

@@ -129,6 +129,19 @@ def test_split_holds_out_whole_pieces_with_every_collection_and_family_on_both_s
     assert report.val_groups == len({e["group"] for e in entries if e["split"] == "val"})
 
 
+def test_every_score_is_rendered_in_two_families_or_more(
+    built: tuple[Path, CorpusReport],
+) -> None:
+    folder, _ = built
+    families: dict[str, list[str]] = {}
+    for e in manifest(folder):
+        if e["source"] == "music21":
+            families.setdefault(e["group"], []).append(e["family"])
+    assert families
+    for group, used in families.items():
+        assert len(used) >= 2 and len(set(used)) == len(used), group
+
+
 def test_families_and_tempi_vary(built: tuple[Path, CorpusReport]) -> None:
     folder, _ = built
     entries = manifest(folder)
@@ -208,6 +221,8 @@ def test_bad_arguments_are_refused_in_one_sentence(tmp_path: Path) -> None:
         build_corpus(tmp_path, sample_rate=100)
     with pytest.raises(CorpusError, match="Unknown music21 collection 'nope'"):
         build_corpus(tmp_path, collections=["nope"])
+    with pytest.raises(CorpusError, match="rendered 1 to 8 times"):
+        build_corpus(tmp_path, renderings=0)
 
 
 def test_an_interrupted_write_leaves_no_file(

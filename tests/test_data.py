@@ -376,6 +376,34 @@ def test_files_shorter_than_the_window_are_looped_to_fill_it(tmp_path: Path) -> 
     assert len(phases) > 1
 
 
+def test_sibling_pairs_follow_each_window_with_another_rendering_at_the_same_position(
+    tmp_path: Path,
+) -> None:
+    # Files 0-2 are renderings of one piece (different lengths, as at different tempi);
+    # file 3 is a piece with a single file.
+    lengths = [1000, 2000, 1500, 1200]
+    for k, n in enumerate(lengths):
+        write_ramp(tmp_path / f"{k}.wav", k, n)
+    groups = ["piece", "piece", "piece", "alone"]
+    write_manifest(tmp_path, [{"path": f"{k}.wav", "group": g} for k, g in enumerate(groups)])
+    view = corpus_of(tmp_path).view()
+    batch = view.sample_batch(401, 200, torch.Generator().manual_seed(0), siblings=True)
+    assert batch.shape == (401, 200)
+    origins = [ramp_origin(row) for row in batch.numpy()]
+    partners_seen = set()
+    for (k, start), (j, partner_start) in zip(origins[0::2], origins[1::2], strict=False):
+        if groups[k] == "alone":
+            continue  # its partner is a second random window
+        assert groups[j] == "piece" and j != k
+        partners_seen.add(j)
+        # Same relative position within each file's range of full windows.
+        position = start / (lengths[k] - 200)
+        assert partner_start / (lengths[j] - 200) == pytest.approx(position, abs=0.002)
+    assert partners_seen == {0, 1, 2}
+    again = view.sample_batch(401, 200, torch.Generator().manual_seed(0), siblings=True)
+    assert torch.equal(batch, again)
+
+
 def test_files_are_drawn_in_proportion_to_their_length(tmp_path: Path) -> None:
     write_ramp(tmp_path / "a.wav", 0, 1000)
     write_ramp(tmp_path / "b.wav", 1, 3000)

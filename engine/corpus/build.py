@@ -88,8 +88,10 @@ MIDI_SHARE = 5.0 / 6.0
 #: Longest rendering kept, in seconds (longer pieces are cut, with a fade).
 MAX_SECONDS = 120.0
 
-# Renderings of one piece at most (in different families), for collections too short to
-# fill their share otherwise.
+#: Renderings of every piece, each in another instrument family: the same music in several
+#: timbres, so that training can contrast them and every held-out piece tests several families.
+RENDERINGS = 2
+# Renderings of one piece at most, for collections too short to fill their share otherwise.
 _MAX_RENDERINGS = 3
 # Scores shorter than this (at the chosen tempo, after repeats) are not used.
 _MIN_SECONDS = 8.0
@@ -193,10 +195,11 @@ class _Settings:
 def build_corpus(
     folder: str | os.PathLike[str],
     *,
-    hours: float = 6.0,
+    hours: float = 9.0,
     sample_rate: int = 22050,
     workers: int = 2,
     seed: int = 0,
+    renderings: int = RENDERINGS,
     progress: bool = True,
     soundfont: str | os.PathLike[str] = DEFAULT_SOUNDFONT,
     samples_dir: str | os.PathLike[str] = beats_mod.DEFAULT_SAMPLES,
@@ -209,6 +212,7 @@ def build_corpus(
     """Build (or finish) the corpus in ``folder``; what it holds, as a :class:`CorpusReport`.
 
     ``hours`` is the target total, ``midi_share`` of it rendered MIDI and the rest beats;
+    every score is rendered ``renderings`` times, each time in another instrument family;
     ``collections`` limits the music21 collections used (names of
     :data:`engine.corpus.pieces.COLLECTIONS`). ``soundfont``, ``samples_dir`` and
     ``fluidsynth`` locate the system parts; when one source's parts are missing the build
@@ -222,7 +226,7 @@ def build_corpus(
     """
     started = time.perf_counter()
     folder = Path(folder).expanduser().absolute()
-    _check_arguments(hours, sample_rate, workers, midi_share, max_seconds)
+    _check_arguments(hours, sample_rate, workers, midi_share, max_seconds, renderings)
     chosen = _choose_collections(collections)
     soundfont, samples_dir = Path(soundfont), Path(samples_dir)
     midi_problem = _midi_problem(soundfont, fluidsynth)
@@ -258,8 +262,8 @@ def build_corpus(
         val: set[str] = set()
         if not midi_problem and midi_seconds > 0:
             midi_jobs, midi_val = _plan_midi(
-                pool, chosen, midi_seconds, seed, max_seconds, Path(cache_dir), soundfont,
-                report, progress,
+                pool, chosen, midi_seconds, seed, renderings, max_seconds, Path(cache_dir),
+                soundfont, report, progress,
             )  # fmt: skip
             jobs += midi_jobs
             val |= midi_val
@@ -289,7 +293,12 @@ def build_corpus(
 
 
 def _check_arguments(
-    hours: float, sample_rate: int, workers: int, midi_share: float, max_seconds: float
+    hours: float,
+    sample_rate: int,
+    workers: int,
+    midi_share: float,
+    max_seconds: float,
+    renderings: int,
 ) -> None:
     """Refuse settings that cannot make a corpus, in one sentence."""
     if not hours > 0:
@@ -302,6 +311,11 @@ def _check_arguments(
         raise CorpusError(f"The MIDI share must be between 0 and 1, not {midi_share}.")
     if not max_seconds >= 10:
         raise CorpusError(f"The longest rendering must be 10 s or more, not {max_seconds}.")
+    if not 1 <= renderings <= len(FAMILIES):
+        raise CorpusError(
+            f"Each score can be rendered 1 to {len(FAMILIES)} times (once per instrument "
+            f"family), not {renderings}."
+        )
 
 
 def _choose_collections(names: Sequence[str] | None) -> tuple[Collection, ...]:
@@ -468,6 +482,7 @@ def _plan_midi(
     collections: Sequence[Collection],
     seconds: float,
     seed: int,
+    renderings: int,
     max_seconds: float,
     cache_dir: Path,
     soundfont: Path,
@@ -495,8 +510,8 @@ def _plan_midi(
     with bar:
         reader = _ScoreReader(pool, root, cache_dir, bar)
         while True:
-            _fill_first_renderings(reader, quotas, seed, max_seconds)
-            deficit = _fill_more_renderings(quotas, seed, max_seconds)
+            _fill_first_renderings(reader, quotas, seed, renderings, max_seconds)
+            deficit = _fill_more_renderings(quotas, seed, renderings, max_seconds)
             receivers = [n for n, q in quotas.items() if not q.exhausted]
             if deficit <= 1.0 or not receivers:
                 break
@@ -519,15 +534,20 @@ def _plan_midi(
 
 
 def _fill_first_renderings(
-    reader: _ScoreReader, quotas: dict[str, _Quota], seed: int, max_seconds: float
+    reader: _ScoreReader,
+    quotas: dict[str, _Quota],
+    seed: int,
+    renderings: int,
+    max_seconds: float,
 ) -> None:
-    """Take scores of each collection in its seeded order until its share is met."""
+    """Take scores of each collection in its seeded order, each rendered ``renderings``
+    times in the first families of its order, until the collection's share is met."""
     while True:
         wanted: dict[str, list[Piece]] = {}
         for name, q in quotas.items():
             if q.met or q.exhausted:
                 continue
-            mean = q.total / len(q.renderings) if q.renderings else _PRIOR_SECONDS
+            mean = q.total / len(q.chosen) if q.chosen else _PRIOR_SECONDS * renderings
             count = math.ceil(max(q.seconds - q.total, 0.0) / max(mean, 1.0)) + 1
             count = min(max(count, 2 - len(q.chosen), 1), 64)
             wanted[name] = q.pieces[q.cursor : q.cursor + count]
@@ -540,24 +560,26 @@ def _fill_first_renderings(
                 q.cursor += 1
                 parsed = results[piece]
                 if isinstance(parsed, ParsedPiece):
-                    family = _family_order(seed, piece.group)[0]
-                    rendering = _rendering(seed, piece, parsed, family, max_seconds)
-                    if rendering.seconds >= _MIN_SECONDS:
+                    families = _family_order(seed, piece.group)[:renderings]
+                    planned = [_rendering(seed, piece, parsed, f, max_seconds) for f in families]
+                    if min(r.seconds for r in planned) >= _MIN_SECONDS:
                         q.chosen.append((piece, parsed))
-                        q.renderings.append(rendering)
+                        q.renderings += planned
                 if q.met:
                     break
             q.exhausted = not q.met and q.cursor >= len(q.pieces)
 
 
-def _fill_more_renderings(quotas: dict[str, _Quota], seed: int, max_seconds: float) -> float:
+def _fill_more_renderings(
+    quotas: dict[str, _Quota], seed: int, renderings: int, max_seconds: float
+) -> float:
     """Render exhausted collections' pieces again in other families; the seconds still short."""
     deficit = 0.0
     for q in quotas.values():
         if not q.exhausted or q.final:
             continue
         q.final = True
-        for round_ in range(1, _MAX_RENDERINGS):
+        for round_ in range(renderings, max(_MAX_RENDERINGS, renderings + 1)):
             for piece, parsed in q.chosen:
                 if q.met:
                     break
@@ -870,7 +892,13 @@ def add_corpus_commands(subparsers: Any) -> None:
         "build and skips the files already made.",
     )
     build.add_argument("folder", metavar="DIR", help="the corpus folder (created if missing)")
-    build.add_argument("--hours", type=float, default=6.0, help="total size (default 6)")
+    build.add_argument("--hours", type=float, default=9.0, help="total size (default 9)")
+    build.add_argument(
+        "--renderings",
+        type=int,
+        default=RENDERINGS,
+        help=f"renderings of every score, each in another instrument family (default {RENDERINGS})",
+    )
     build.add_argument(
         "--workers",
         type=int,
@@ -934,6 +962,7 @@ def _run_build(args: argparse.Namespace) -> int:
             sample_rate=args.sample_rate,
             workers=args.workers,
             seed=args.seed,
+            renderings=args.renderings,
             progress=not args.quiet,
             soundfont=args.soundfont,
             samples_dir=args.samples,
