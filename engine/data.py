@@ -374,31 +374,15 @@ class AudioCorpus:
         return self._whole
 
     def sample_batch(
-        self, batch_size: int, n_samples: int, generator: torch.Generator
+        self,
+        batch_size: int,
+        n_samples: int,
+        generator: torch.Generator,
+        *,
+        siblings: bool = False,
     ) -> torch.Tensor:
         """Random windows from the whole corpus: :meth:`CorpusView.sample_batch` of :meth:`view`."""
-        return self.view().sample_batch(batch_size, n_samples, generator)
-
-    def _with_siblings(
-        self, index: np.ndarray, fractions: np.ndarray, generator: torch.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Each drawn segment followed by a sibling (or a fresh draw), and their fractions."""
-        count = len(index)
-        picks = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
-        spare = torch.randint(0, self._total, (count,), generator=generator).numpy()
-        spare_fractions = torch.rand(count, generator=generator, dtype=torch.float64).numpy()
-        partners, partner_fractions = np.empty_like(index), fractions.copy()
-        for row, i in enumerate(index.tolist()):
-            others = self._siblings[i]
-            if len(others):
-                partners[row] = others[min(int(picks[row] * len(others)), len(others) - 1)]
-            else:
-                partners[row] = np.searchsorted(self._ends, spare[row], side="right")
-                partner_fractions[row] = spare_fractions[row]
-        return (
-            np.stack([index, partners], axis=1).reshape(-1),
-            np.stack([fractions, partner_fractions], axis=1).reshape(-1),
-        )
+        return self.view().sample_batch(batch_size, n_samples, generator, siblings=siblings)
 
     def fixed_windows(self, count: int, n_samples: int, seed: int = 0) -> torch.Tensor:
         """Evaluation windows over the whole corpus: :meth:`CorpusView.fixed_windows`."""
