@@ -84,6 +84,7 @@ def _probe(args: argparse.Namespace) -> int:
         test_view,
         seeds=tuple(args.seeds),
         windows_per_file=args.windows_per_file,
+        layers=tuple(args.layers),
         progress=None if args.json else lambda text: print(f"probing: {text}", file=sys.stderr),
     )
     if args.json:
@@ -189,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--windows-per-file", type=int, default=4)
     probe.add_argument("--val-fraction", type=float, default=0.1)
     probe.add_argument("--split-seed", type=int, default=0)
+    probe.add_argument(
+        "--layers",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="also probe these layers (e.g. enc4 enc8), trained and untrained, to see where "
+        "a label is carried",
+    )
     probe.add_argument("--json", action="store_true", help="print one JSON list")
     probe.set_defaults(run=_probe)
 

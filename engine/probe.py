@@ -62,6 +62,17 @@ def context_features(model: CPCModel) -> FeatureFn:
     return features
 
 
+def layer_features(model: CPCModel, layer: str) -> FeatureFn:
+    """Mean over time of any named layer (channels × pitches, flattened): for finding where
+    in the network a label is carried."""
+
+    @torch.no_grad()
+    def features(audio: torch.Tensor) -> torch.Tensor:
+        return model.activations(audio)[layer].mean(dim=3).flatten(1)
+
+    return features
+
+
 def scalogram_features(model: CPCModel) -> FeatureFn:
     """Mean over time of the model's input: CQT log-power per bin (no learning at all)."""
 
@@ -158,9 +169,19 @@ def run_probes(
     seeds: tuple[int, ...] = (0, 1, 2),
     windows_per_file: int = 4,
     window_seconds: float = 4.0,
+    layers: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> list[ProbeScore]:
-    """Probe the trained model, an untrained copy and mean CQT log-power on every task."""
+    """Probe the trained model, an untrained copy and mean CQT log-power on every task.
+
+    ``layers`` adds, for each named layer, its time-averaged output in the trained model and
+    in the untrained copy as two more feature sets.
+    """
+    unknown = [name for name in layers if name not in model.layer_names]
+    if unknown:
+        raise ValueError(
+            f"The model has no layer {unknown[0]!r}; its layers are {', '.join(model.layer_names)}."
+        )
     model = model.cpu().eval()
     n_samples = int(window_seconds * model.config.front_end.sample_rate)
     scores: dict[tuple[str, str], ProbeScore] = {}
@@ -172,6 +193,9 @@ def run_probes(
             "untrained context": context_features(untrained),
             "mean CQT log-power": scalogram_features(model),
         }
+        for layer in layers:
+            feature_sets[f"trained {layer}"] = layer_features(model, layer)
+            feature_sets[f"untrained {layer}"] = layer_features(untrained, layer)
         for task in tasks:
             train_audio, train_y = window_examples(
                 _only_source(train_view, task.source), task.label, windows_per_file, n_samples, seed

@@ -68,6 +68,35 @@ def test_probes_compare_three_feature_sets_over_seeds(labelled_corpus, tmp_path,
     assert scores[2].mean == 1.0
 
 
+def test_probes_of_named_layers_add_trained_and_untrained_feature_sets(
+    labelled_corpus, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("IMMERSIONS_CACHE", str(tmp_path / "cache"))
+    train_view, test_view = AudioCorpus(labelled_corpus, 16000, progress=False).split()
+    model = CPCModel(tiny())
+    scores = run_probes(
+        model,
+        train_view,
+        test_view,
+        tasks=(ProbeTask("level", "family"),),
+        seeds=(0,),
+        windows_per_file=2,
+        window_seconds=1.5,
+        layers=("scalogram", "enc2"),
+    )
+    names = [s.features for s in scores]
+    assert names[3:] == [
+        "trained scalogram",
+        "untrained scalogram",
+        "trained enc2",
+        "untrained enc2",
+    ]
+    # The scalogram layer is the mean CQT feature set itself.
+    assert scores[3].accuracies == scores[2].accuracies
+    with pytest.raises(ValueError, match=r"no layer 'enc99'.*scalogram, enc1"):
+        run_probes(model, train_view, test_view, layers=("enc99",))
+
+
 def test_probe_command_prints_json_and_refuses_a_corpus_without_the_label(
     labelled_corpus, tmp_path, monkeypatch, capsys
 ):
