@@ -111,6 +111,25 @@ def test_every_training_step_runs_the_model_in_train_mode(workspace, monkeypatch
     assert not any(modes[2:])
 
 
+def test_batches_pair_renderings_of_a_piece_unless_the_command_says_not_to(workspace, monkeypatch):
+    from engine.data import CorpusView
+
+    asked = []
+    original = CorpusView.sample_batch
+
+    def spy(view, *args, **kwargs):
+        asked.append(kwargs.get("siblings", False))
+        return original(view, *args, **kwargs)
+
+    monkeypatch.setattr(CorpusView, "sample_batch", spy)
+    root, corpus, config = workspace
+    base = ["train", str(corpus), "--preset", str(config), "--steps", "1", "--batch-size", "4"]
+    base += ["--window-steps", "20", "--warmup", "1", "--quiet"]
+    assert cli([*base, "--out", str(root / "pairs")]) == 0
+    assert cli([*base, "--out", str(root / "no-pairs"), "--no-sibling-pairs"]) == 0
+    assert asked == [True, False]
+
+
 def test_the_checkpoint_of_a_run_loads_with_statistics_for_every_layer(workspace):
     result = train(_settings(workspace, "ckpt", steps=3), progress=False)
     model = load_model(result.checkpoint, device="cpu")
