@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
-        sibling_pairs=not args.no_sibling_pairs,
+        sibling_pairs=args.sibling_pairs,
     )
     result = train(settings, resume=args.resume, progress=not args.quiet)
     if result.checkpoint is not None:
@@ -148,10 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=250)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--no-sibling-pairs",
+        "--sibling-pairs",
         action="store_true",
-        help="draw every window at random (by default each window is paired with one of "
-        "another file of the same piece, e.g. another rendering, at the same position)",
+        help="pair each random window with one of another file of the same piece (another "
+        "rendering) at the same position, instead of drawing every window at random",
     )
     train.add_argument("--device", default=None, help="cpu, cuda, mps (default: best)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

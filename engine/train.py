@@ -60,8 +60,9 @@ class TrainSettings:
     log_every: int = 10
     gain_db: float = 12.0  # random gain in [−gain_db, 0] dB per window
     # Pair every window with one of another rendering of the same piece (same relative
-    # position), so that some negatives are the same music in another timbre.
-    sibling_pairs: bool = True
+    # position), so that some negatives are the same music in another timbre. Off by
+    # default: it did not help the default model (see the README).
+    sibling_pairs: bool = False
     seed: int = 0
     device: str | None = None
 

@@ -50,12 +50,12 @@ def _need_real_parts() -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, CorpusReport]]:
-    """A tiny corpus (bach + Essen folk songs + beats) and the report of building it."""
+    """A tiny corpus (bach, airdsAirs and beats; every score in two families) and its report."""
     _need_real_parts()
     root = tmp_path_factory.mktemp("corpus")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMMERSIONS_CACHE", str(root / "cache"))
-        report = build_corpus(root / "corpus", collections=COLLECTIONS, **TINY)
+        report = build_corpus(root / "corpus", collections=COLLECTIONS, renderings=2, **TINY)
         yield root / "corpus", report
 
 

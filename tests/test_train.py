@@ -111,7 +111,7 @@ def test_every_training_step_runs_the_model_in_train_mode(workspace, monkeypatch
     assert not any(modes[2:])
 
 
-def test_batches_pair_renderings_of_a_piece_unless_the_command_says_not_to(workspace, monkeypatch):
+def test_batches_pair_renderings_of_a_piece_only_when_the_command_asks(workspace, monkeypatch):
     from engine.data import CorpusView
 
     asked = []
@@ -125,9 +125,9 @@ def test_batches_pair_renderings_of_a_piece_unless_the_command_says_not_to(works
     root, corpus, config = workspace
     base = ["train", str(corpus), "--preset", str(config), "--steps", "1", "--batch-size", "4"]
     base += ["--window-steps", "20", "--warmup", "1", "--quiet"]
-    assert cli([*base, "--out", str(root / "pairs")]) == 0
-    assert cli([*base, "--out", str(root / "no-pairs"), "--no-sibling-pairs"]) == 0
-    assert asked == [True, False]
+    assert cli([*base, "--out", str(root / "random")]) == 0
+    assert cli([*base, "--out", str(root / "pairs"), "--sibling-pairs"]) == 0
+    assert asked == [False, True]
 
 
 def test_the_checkpoint_of_a_run_loads_with_statistics_for_every_layer(workspace):

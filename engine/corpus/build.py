@@ -88,9 +88,9 @@ MIDI_SHARE = 5.0 / 6.0
 #: Longest rendering kept, in seconds (longer pieces are cut, with a fade).
 MAX_SECONDS = 120.0
 
-#: Renderings of every piece, each in another instrument family: the same music in several
-#: timbres, so that training can contrast them and every held-out piece tests several families.
-RENDERINGS = 2
+#: Renderings of every piece, each in another instrument family. More than one gives the same
+#: music in several timbres, and every held-out piece tests several families.
+RENDERINGS = 1
 # Renderings of one piece at most, for collections too short to fill their share otherwise.
 _MAX_RENDERINGS = 3
 # Scores shorter than this (at the chosen tempo, after repeats) are not used.
@@ -195,7 +195,7 @@ class _Settings:
 def build_corpus(
     folder: str | os.PathLike[str],
     *,
-    hours: float = 9.0,
+    hours: float = 6.0,
     sample_rate: int = 22050,
     workers: int = 2,
     seed: int = 0,
@@ -892,7 +892,7 @@ def add_corpus_commands(subparsers: Any) -> None:
         "build and skips the files already made.",
     )
     build.add_argument("folder", metavar="DIR", help="the corpus folder (created if missing)")
-    build.add_argument("--hours", type=float, default=9.0, help="total size (default 9)")
+    build.add_argument("--hours", type=float, default=6.0, help="total size (default 6)")
     build.add_argument(
         "--renderings",
         type=int,
