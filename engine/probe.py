@@ -19,9 +19,9 @@ import torch
 
 from engine.data import CorpusView
 from engine.extras import require
-from engine.model import CPCModel
+from engine.model import SCALOGRAM, CPCModel
 
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+FeatureFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -52,33 +52,15 @@ class ProbeScore:
         }
 
 
-def context_features(model: CPCModel) -> FeatureFn:
-    """Mean over time of the last autoregressive layer: the model's context vector."""
+def time_means(model: CPCModel, layers: list[str]) -> FeatureFn:
+    """One forward pass of ``model`` giving each named layer's output averaged over time
+    (channels × pitches, flattened). The last layer is the model's context vector; the
+    ``scalogram`` layer is plain CQT log-power (no learning at all)."""
 
     @torch.no_grad()
-    def features(audio: torch.Tensor) -> torch.Tensor:
-        return model(audio)[1].mean(dim=2)
-
-    return features
-
-
-def layer_features(model: CPCModel, layer: str) -> FeatureFn:
-    """Mean over time of any named layer (channels × pitches, flattened): for finding where
-    in the network a label is carried."""
-
-    @torch.no_grad()
-    def features(audio: torch.Tensor) -> torch.Tensor:
-        return model.activations(audio)[layer].mean(dim=3).flatten(1)
-
-    return features
-
-
-def scalogram_features(model: CPCModel) -> FeatureFn:
-    """Mean over time of the model's input: CQT log-power per bin (no learning at all)."""
-
-    @torch.no_grad()
-    def features(audio: torch.Tensor) -> torch.Tensor:
-        return model.scalogram(audio).mean(dim=3).flatten(1)
+    def features(audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        activations = model.activations(audio)
+        return {name: activations[name].mean(dim=3).flatten(1) for name in layers}
 
     return features
 
@@ -108,13 +90,10 @@ def window_examples(
     return torch.stack(audio), labels
 
 
-def embed(features: FeatureFn, audio: torch.Tensor, batch_size: int = 16) -> np.ndarray:
-    device = torch.device("cpu")
-    parts = [
-        features(audio[i : i + batch_size].to(device)).cpu()
-        for i in range(0, len(audio), batch_size)
-    ]
-    return torch.cat(parts).double().numpy()
+def embed(features: FeatureFn, audio: torch.Tensor, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Every feature set of ``features`` for all of ``audio``, computed batch by batch."""
+    parts = [features(audio[i : i + batch_size].cpu()) for i in range(0, len(audio), batch_size)]
+    return {name: torch.cat([p[name] for p in parts]).double().numpy() for name in parts[0]}
 
 
 def fit_and_score(
@@ -184,18 +163,28 @@ def run_probes(
         )
     model = model.cpu().eval()
     n_samples = int(window_seconds * model.config.front_end.sample_rate)
+    context = model.layer_names[-1]
+    # Feature set name -> (which model, which layer).
+    feature_sets = {
+        "trained context": ("trained", context),
+        "untrained context": ("untrained", context),
+        "mean CQT log-power": ("trained", SCALOGRAM),
+    }
+    for layer in layers:
+        feature_sets[f"trained {layer}"] = ("trained", layer)
+        feature_sets[f"untrained {layer}"] = ("untrained", layer)
+    wanted: dict[str, list[str]] = {"trained": [], "untrained": []}
+    for which, layer in feature_sets.values():
+        if layer not in wanted[which]:
+            wanted[which].append(layer)
     scores: dict[tuple[str, str], ProbeScore] = {}
     for seed in seeds:
         torch.manual_seed(seed)
         untrained = CPCModel(model.config).eval()
-        feature_sets = {
-            "trained context": context_features(model),
-            "untrained context": context_features(untrained),
-            "mean CQT log-power": scalogram_features(model),
+        models = {
+            "trained": time_means(model, wanted["trained"]),
+            "untrained": time_means(untrained, wanted["untrained"]),
         }
-        for layer in layers:
-            feature_sets[f"trained {layer}"] = layer_features(model, layer)
-            feature_sets[f"untrained {layer}"] = layer_features(untrained, layer)
         for task in tasks:
             train_audio, train_y = window_examples(
                 _only_source(train_view, task.source), task.label, windows_per_file, n_samples, seed
@@ -203,11 +192,15 @@ def run_probes(
             test_audio, test_y = window_examples(
                 _only_source(test_view, task.source), task.label, windows_per_file, n_samples, seed
             )
-            for name, features in feature_sets.items():
+            if progress is not None:
+                progress(f"seed {seed}: {task.name}: features of both models")
+            train_x = {which: embed(f, train_audio) for which, f in models.items()}
+            test_x = {which: embed(f, test_audio) for which, f in models.items()}
+            for name, (which, layer) in feature_sets.items():
                 if progress is not None:
                     progress(f"seed {seed}: {task.name} on {name}")
                 accuracy = fit_and_score(
-                    embed(features, train_audio), train_y, embed(features, test_audio), test_y
+                    train_x[which][layer], train_y, test_x[which][layer], test_y
                 )
                 score = scores.setdefault(
                     (task.name, name),
