@@ -20,6 +20,7 @@ Audio files on disk that it does not list are ignored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -151,14 +152,6 @@ class CorpusView:
         self._lengths = lengths
         self._ends = np.cumsum(lengths)
         self._total = int(self._ends[-1]) if len(lengths) else 0
-        members: dict[str, list[int]] = defaultdict(list)
-        for i, segment in enumerate(self.segments):
-            members[segment.file.group].append(i)
-        # For each segment, the segments of the other files of its group (its siblings).
-        self._siblings = [
-            np.array([j for j in members[s.file.group] if self.segments[j].file is not s.file])
-            for s in self.segments
-        ]
 
     def __len__(self) -> int:
         return len(self.segments)
@@ -168,6 +161,18 @@ class CorpusView:
             f"CorpusView({self.name!r}, {len(self)} segments, {len(self.groups)} groups, "
             f"{self.hours:.3f} h)"
         )
+
+    @functools.cached_property
+    def _siblings(self) -> list[np.ndarray]:
+        """For each segment, the segments of the other files of its group (its siblings);
+        worked out on first use, since only paired sampling needs it."""
+        members: dict[str, list[int]] = defaultdict(list)
+        for i, segment in enumerate(self.segments):
+            members[segment.file.group].append(i)
+        return [
+            np.array([j for j in members[s.file.group] if self.segments[j].file is not s.file])
+            for s in self.segments
+        ]
 
     @property
     def files(self) -> list[CorpusFile]:
