@@ -44,6 +44,7 @@ from engine.audio_io import AUDIO_EXTENSIONS, RESAMPLE_QUALITY, AudioFileError, 
 __all__ = [
     "CACHE_ENV",
     "MANIFEST_NAME",
+    "PAIRINGS",
     "SPLITS",
     "AudioCorpus",
     "CorpusFile",
@@ -55,6 +56,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("immersions.data")
+
+#: How ``sample_batch`` can pair windows: with another rendering of the piece, or with
+#: another stretch of the same file.
+PAIRINGS = ("siblings", "file")
 
 #: Name of the optional manifest at the top of a corpus folder.
 MANIFEST_NAME = "manifest.json"
@@ -202,25 +207,31 @@ class CorpusView:
         n_samples: int,
         generator: torch.Generator,
         *,
-        siblings: bool = False,
+        pairs: str | None = None,
     ) -> torch.Tensor:
         """Draw ``batch_size`` random windows of ``n_samples`` as a (batch, n_samples) tensor.
 
-        With ``siblings``, windows come in pairs: each random window is followed by one from
-        another file of its group (another rendering of the same piece) at the same relative
-        position, or by a second random window when its group has one file only.
+        With ``pairs``, windows come in pairs, each random window followed by a partner:
+        ``"siblings"``: one from another file of its group (another rendering of the same
+        piece) at the same relative position, or a second random window when its group has
+        one file only; ``"file"``: another window of the same file, at its own random offset.
 
         Fully determined by ``generator`` (a CPU ``torch.Generator``); the tensor is
         float32 on the CPU. Reads only the windows' samples, never decodes.
         """
         self._check_request(batch_size, n_samples)
-        draws = (batch_size + 1) // 2 if siblings else batch_size
+        if pairs not in (None, *PAIRINGS):
+            raise ValueError(f"pairs must be one of {PAIRINGS} or None, got {pairs!r}")
+        draws = (batch_size + 1) // 2 if pairs else batch_size
         positions = torch.randint(0, self._total, (draws,), generator=generator).numpy()
         fractions = torch.rand(draws, generator=generator, dtype=torch.float64).numpy()
         index = np.searchsorted(self._ends, positions, side="right")
-        if siblings:
+        if pairs == "siblings":
             index, fractions = self._with_siblings(index, fractions, generator)
-            index, fractions = index[:batch_size], fractions[:batch_size]
+        elif pairs == "file":
+            again = torch.rand(draws, generator=generator, dtype=torch.float64).numpy()
+            index, fractions = _interleave(index, index), _interleave(fractions, again)
+        index, fractions = index[:batch_size], fractions[:batch_size]
         lengths = self._lengths[index]
         # Long segments: offset uniform over all full windows; short ones: uniform loop phase.
         spans = np.where(lengths >= n_samples, lengths - n_samples + 1, lengths)
@@ -243,10 +254,7 @@ class CorpusView:
             else:
                 partners[row] = np.searchsorted(self._ends, spare[row], side="right")
                 partner_fractions[row] = spare_fractions[row]
-        return (
-            np.stack([index, partners], axis=1).reshape(-1),
-            np.stack([fractions, partner_fractions], axis=1).reshape(-1),
-        )
+        return _interleave(index, partners), _interleave(fractions, partner_fractions)
 
     def fixed_windows(self, count: int, n_samples: int, seed: int = 0) -> torch.Tensor:
         """A deterministic evaluation set: the same (count, n_samples) windows every call.
@@ -289,6 +297,11 @@ class CorpusView:
                 piece = np.asarray(audio[segment.start : segment.stop])
                 out[row] = np.resize(np.roll(piece, -offset), n_samples)
         return torch.from_numpy(out)
+
+
+def _interleave(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """first[0], second[0], first[1], second[1], …: each window followed by its partner."""
+    return np.stack([first, second], axis=1).reshape(-1)
 
 
 class AudioCorpus:
@@ -384,10 +397,10 @@ class AudioCorpus:
         n_samples: int,
         generator: torch.Generator,
         *,
-        siblings: bool = False,
+        pairs: str | None = None,
     ) -> torch.Tensor:
         """Random windows from the whole corpus: :meth:`CorpusView.sample_batch` of :meth:`view`."""
-        return self.view().sample_batch(batch_size, n_samples, generator, siblings=siblings)
+        return self.view().sample_batch(batch_size, n_samples, generator, pairs=pairs)
 
     def fixed_windows(self, count: int, n_samples: int, seed: int = 0) -> torch.Tensor:
         """Evaluation windows over the whole corpus: :meth:`CorpusView.fixed_windows`."""

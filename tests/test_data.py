@@ -387,7 +387,7 @@ def test_sibling_pairs_follow_each_window_with_another_rendering_at_the_same_pos
     groups = ["piece", "piece", "piece", "alone"]
     write_manifest(tmp_path, [{"path": f"{k}.wav", "group": g} for k, g in enumerate(groups)])
     view = corpus_of(tmp_path).view()
-    batch = view.sample_batch(401, 200, torch.Generator().manual_seed(0), siblings=True)
+    batch = view.sample_batch(401, 200, torch.Generator().manual_seed(0), pairs="siblings")
     assert batch.shape == (401, 200)
     origins = [ramp_origin(row) for row in batch.numpy()]
     partners_seen = set()
@@ -400,8 +400,37 @@ def test_sibling_pairs_follow_each_window_with_another_rendering_at_the_same_pos
         position = start / (lengths[k] - 200)
         assert partner_start / (lengths[j] - 200) == pytest.approx(position, abs=0.002)
     assert partners_seen == {0, 1, 2}
-    again = view.sample_batch(401, 200, torch.Generator().manual_seed(0), siblings=True)
+    again = view.sample_batch(401, 200, torch.Generator().manual_seed(0), pairs="siblings")
     assert torch.equal(batch, again)
+
+
+def test_file_pairs_follow_each_window_with_another_stretch_of_the_same_file(
+    tmp_path: Path,
+) -> None:
+    lengths = [1000, 2000, 1500]
+    for k, n in enumerate(lengths):
+        write_ramp(tmp_path / f"{k}.wav", k, n)
+    view = corpus_of(tmp_path).view()
+    batch = view.sample_batch(301, 200, torch.Generator().manual_seed(0), pairs="file")
+    assert batch.shape == (301, 200)
+    origins = [ramp_origin(row) for row in batch.numpy()]
+    gaps = []
+    for (k, start), (j, partner_start) in zip(origins[0::2], origins[1::2], strict=False):
+        assert j == k
+        gaps.append(abs(partner_start - start))
+    # The partner's offset is drawn afresh, not copied: it lands anywhere in the file.
+    assert np.mean(gaps) > 200
+    assert len({k for k, _ in origins}) == 3
+    again = view.sample_batch(301, 200, torch.Generator().manual_seed(0), pairs="file")
+    assert torch.equal(batch, again)
+
+
+def test_an_unknown_pairing_is_refused_by_name(tmp_path: Path) -> None:
+    write_ramp(tmp_path / "a.wav", 0, 1000)
+    with pytest.raises(ValueError, match="'pieces'"):
+        corpus_of(tmp_path).view().sample_batch(
+            4, 100, torch.Generator().manual_seed(0), pairs="pieces"
+        )
 
 
 def test_files_are_drawn_in_proportion_to_their_length(tmp_path: Path) -> None:
