@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -38,12 +39,25 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
-        sibling_pairs=args.sibling_pairs,
+        pairs=args.pairs,
+        clip_contrast=args.clip_contrast,
+        init=args.init,
     )
     result = train(settings, resume=args.resume, progress=not args.quiet)
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint}")
     return 0
+
+
+def _weight(text: str) -> float:
+    """An objective's weight from the command line: a number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"a weight is a finite number of 0 or more, not {text!r}")
+    return value
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -148,10 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=250)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--sibling-pairs",
-        action="store_true",
-        help="pair each random window with one of another file of the same piece (another "
-        "rendering) at the same position, instead of drawing every window at random",
+        "--pairs",
+        choices=["siblings", "file"],  # engine.data.PAIRINGS, without importing torch here
+        default=None,
+        help="draw windows in pairs: siblings: each random window with one of another file "
+        "of the same piece (another rendering) at the same position; file: with another "
+        "stretch of the same file (default: every window at random, or file pairs with "
+        "--clip-contrast)",
+    )
+    train.add_argument(
+        "--clip-contrast",
+        type=_weight,
+        default=0.0,
+        metavar="WEIGHT",
+        help="add the clip contrast at this weight: each window's mean context must pick out "
+        "its partner in the batch, so the context keeps what a recording holds throughout "
+        "(default 0: CPC alone)",
+    )
+    train.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights ('default': the shipped model) with a "
+        "fresh optimiser and schedule, to fine-tune it",
     )
     train.add_argument("--device", default=None, help="cpu, cuda, mps (default: best)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -60,6 +60,17 @@ def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path
             color="tab:orange",
             label="held out",
         )
+    clipped = [r for r in train if "clip_loss" in r]
+    if clipped:
+        # A run with the clip contrast: its own loss and how often a window found its partner.
+        clip_step = np.array([r["step"] for r in clipped])
+        clip_width = max(1, len(clipped) // 50)
+        clip_trimmed = clip_step[clip_width - 1 :] if len(clipped) >= clip_width else clip_step
+        for axis, key in ((left, "clip_loss"), (right, "clip_accuracy")):
+            values = np.array([r[key] for r in clipped])
+            axis.plot(
+                clip_trimmed, _smooth(values, clip_width), color="tab:green", label="clip contrast"
+            )
     left.set(xlabel="step", ylabel="InfoNCE loss", title="loss")
     left.legend()
     right.plot(trimmed, _smooth(accuracy, width), color="tab:blue", label="training")

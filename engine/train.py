@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from engine.atomic import atomic_path
 from engine.checkpoint import CheckpointError, best_device, load_model, save_checkpoint
+from engine.clip_contrast import clip_contrast
 from engine.config import preset
 from engine.data import AudioCorpus, CorpusView
 from engine.model import CPCModel
@@ -59,12 +60,33 @@ class TrainSettings:
     checkpoint_every: int = 250
     log_every: int = 10
     gain_db: float = 12.0  # random gain in [−gain_db, 0] dB per window
-    # Pair every window with one of another rendering of the same piece (same relative
-    # position), so that some negatives are the same music in another timbre. Off by
-    # default: it did not help the default model (see the README).
-    sibling_pairs: bool = False
+    # Draw windows in pairs (see CorpusView.sample_batch): "siblings" pairs renderings of a
+    # piece, so that some negatives are the same music in another timbre (it did not help
+    # the default model, see the README); "file" pairs two stretches of one file.
+    pairs: str | None = None
+    # Weight of the clip contrast (engine.clip_contrast) added to the CPC loss; 0 leaves it
+    # out. It needs pairs, and draws "file" pairs when none are named.
+    clip_contrast: float = 0.0
+    clip_temperature: float = 0.1
+    # A checkpoint to start from (fresh optimiser and schedule), to fine-tune a model.
+    init: str | None = None
     seed: int = 0
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.clip_contrast >= 0:
+            raise ValueError(
+                f"the clip contrast's weight must be 0 or more, got {self.clip_contrast}"
+            )
+        if self.clip_temperature <= 0:
+            raise ValueError(
+                f"the clip contrast's temperature must be positive, got {self.clip_temperature}"
+            )
+
+    @property
+    def pairing(self) -> str | None:
+        """The pairs the batches are drawn in."""
+        return self.pairs or ("file" if self.clip_contrast > 0 else None)
 
 
 @dataclass
@@ -87,13 +109,23 @@ class Evaluation:
 class _Objective(nn.Module):
     """The model plus its loss in one forward, so DistributedDataParallel sees every parameter."""
 
-    def __init__(self, model: CPCModel):
+    def __init__(self, model: CPCModel, clip_weight: float = 0.0, clip_temperature: float = 0.1):
         super().__init__()
         self.model = model
+        self.clip_weight = clip_weight
+        self.clip_temperature = clip_temperature
 
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        result = self.model.cpc_loss(*self.model(audio))
-        return result.loss, result.accuracy, result.step_loss
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to minimise, and the figures to log (CPC loss and accuracy, and the clip
+        contrast's when it is on)."""
+        z, c = self.model(audio)
+        result = self.model.cpc_loss(z, c)
+        figures = {"loss": result.loss.detach(), "accuracy": result.accuracy.mean()}
+        if self.clip_weight <= 0:
+            return result.loss, figures
+        clip = clip_contrast(c, self.clip_temperature)
+        figures |= {"clip_loss": clip.loss.detach(), "clip_accuracy": clip.accuracy}
+        return result.loss + self.clip_weight * clip.loss, figures
 
 
 def window_samples(model: CPCModel, steps: int) -> int:
@@ -178,6 +210,8 @@ def train(
 
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
     model = CPCModel(preset(settings.preset)).to(device)
+    if settings.init and not resume:
+        _initialise(model, settings.init, settings.preset, device)
     samples = window_samples(model, settings.window_steps)
     corpus = AudioCorpus(settings.data, model.config.front_end.sample_rate, progress=rank == 0)
     train_view, val_view = corpus.split(settings.val_fraction, seed=settings.seed)
@@ -192,7 +226,7 @@ def train(
     start = 0
     if resume:
         start = _restore(out, model, optimiser, schedule, device)
-    objective: nn.Module = _Objective(model)
+    objective: nn.Module = _Objective(model, settings.clip_contrast, settings.clip_temperature)
     if distributed:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None
@@ -214,13 +248,13 @@ def train(
             torch.manual_seed(seed)  # dropout
             generator = torch.Generator().manual_seed(seed)
             batch = train_view.sample_batch(
-                settings.batch_size, samples, generator, siblings=settings.sibling_pairs
+                settings.batch_size, samples, generator, pairs=settings.pairing
             )
             gain_db = -settings.gain_db * torch.rand(len(batch), 1, generator=generator)
             batch = (batch * 10 ** (gain_db / 20)).to(device)
 
             model.train()
-            loss, accuracy, _ = objective(batch)
+            loss, figures = objective(batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -230,8 +264,7 @@ def train(
             done = step + 1
             record = {
                 "step": done,
-                "loss": float(loss.detach()),
-                "accuracy": float(accuracy.mean()),
+                **{name: float(value) for name, value in figures.items()},
                 "lr": schedule.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
             }
@@ -271,6 +304,17 @@ def train(
             dist.broadcast(buffer, src=0)
         dist.barrier()
     return TrainResult(model, checkpoint, evaluation, settings.steps)
+
+
+def _initialise(model: CPCModel, path: str, preset_name: str, device: torch.device) -> None:
+    """Start from a checkpoint's weights (and batch-norm statistics) instead of random ones."""
+    saved = load_model(None if path == "default" else path, device=device)
+    if saved.config != model.config:
+        raise CheckpointError(
+            f"cannot start from {path}: it was made with another model config than "
+            f"the preset {preset_name!r}"
+        )
+    model.load_state_dict(saved.state_dict())
 
 
 def _device(name: str | None, distributed: bool) -> torch.device:

@@ -127,6 +127,28 @@ def test_training_curves_are_drawn_from_a_runs_metrics(tmp_path):
     assert (tmp_path / "training.png").stat().st_size > 10_000
 
 
+def test_curves_of_a_run_with_the_clip_contrast_draw_its_loss_and_accuracy(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [
+        {"step": s, "loss": 1.0, "accuracy": 0.8, "clip_loss": 2 - s / 100, "clip_accuracy": 0.5}
+        for s in range(1, 101)
+    ]
+    metrics.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    labels = []
+    original = Axes.plot
+
+    def spy(axis, *args, **kwargs):
+        labels.append((axis.get_title(), kwargs.get("label")))
+        return original(axis, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    plot_training(metrics, tmp_path / "curves.png")
+    assert labels.count(("", "clip contrast")) == 2
+    assert labels.count(("", "training")) == 2
+
+
 def test_a_missing_optional_package_is_one_sentence_with_the_install_line():
     from engine.extras import MissingDependencyError, require
 

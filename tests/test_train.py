@@ -111,14 +111,14 @@ def test_every_training_step_runs_the_model_in_train_mode(workspace, monkeypatch
     assert not any(modes[2:])
 
 
-def test_batches_pair_renderings_of_a_piece_only_when_the_command_asks(workspace, monkeypatch):
-    from engine.data import CorpusView
+def test_batches_are_drawn_in_the_pairs_the_command_asks_for(workspace, monkeypatch):
+    from engine.data import PAIRINGS, CorpusView
 
     asked = []
     original = CorpusView.sample_batch
 
     def spy(view, *args, **kwargs):
-        asked.append(kwargs.get("siblings", False))
+        asked.append(kwargs.get("pairs"))
         return original(view, *args, **kwargs)
 
     monkeypatch.setattr(CorpusView, "sample_batch", spy)
@@ -126,8 +126,51 @@ def test_batches_pair_renderings_of_a_piece_only_when_the_command_asks(workspace
     base = ["train", str(corpus), "--preset", str(config), "--steps", "1", "--batch-size", "4"]
     base += ["--window-steps", "20", "--warmup", "1", "--quiet"]
     assert cli([*base, "--out", str(root / "random")]) == 0
-    assert cli([*base, "--out", str(root / "pairs"), "--sibling-pairs"]) == 0
-    assert asked == [False, True]
+    assert cli([*base, "--out", str(root / "siblings"), "--pairs", "siblings"]) == 0
+    assert cli([*base, "--out", str(root / "file-pairs"), "--clip-contrast", "0.5"]) == 0
+    assert asked == [None, "siblings", "file"]
+    assert set(asked[1:]) <= set(PAIRINGS)
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan", "inf", "lots"])
+def test_a_clip_contrast_weight_that_is_not_a_finite_number_of_0_or_more_is_refused(
+    workspace, capsys, weight
+):
+    root, corpus, _config = workspace
+    with pytest.raises(SystemExit):
+        cli(["train", str(corpus), "--out", str(root / "never"), "--clip-contrast", weight])
+    assert f"a weight is a finite number of 0 or more, not '{weight}'" in capsys.readouterr().err
+    assert not (root / "never").exists()
+
+
+def test_the_clip_contrast_is_optimised_and_logged_when_asked_for(workspace):
+    settings = _settings(
+        workspace, "clip", steps=60, learning_rate=3e-3, clip_contrast=1.0, checkpoint_every=60
+    )
+    train(settings, progress=False)
+    rows = [json.loads(line) for line in (workspace[0] / "clip" / METRICS_FILE).open()]
+    steps = [row for row in rows if "clip_loss" in row]
+    assert len(steps) == 60
+    first = sum(row["clip_loss"] for row in steps[:10]) / 10
+    last = sum(row["clip_loss"] for row in steps[-10:]) / 10
+    assert last < 0.8 * first
+
+
+def test_a_run_can_start_from_a_checkpoint_and_refuses_one_of_another_config(workspace):
+    from engine.checkpoint import CheckpointError
+
+    start = train(_settings(workspace, "start", steps=3), progress=False)
+    tuned = train(
+        _settings(workspace, "tuned", steps=1, learning_rate=0.0, init=str(start.checkpoint)),
+        progress=False,
+    )
+    before = load_model(start.checkpoint, device="cpu").state_dict()
+    after = tuned.model.state_dict()
+    for name, value in before.items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(after[name].cpu(), value), name
+    with pytest.raises(CheckpointError, match="cannot start from default"):
+        train(_settings(workspace, "mismatch", steps=1, init="default"), progress=False)
 
 
 def test_the_checkpoint_of_a_run_loads_with_statistics_for_every_layer(workspace):
