@@ -223,9 +223,12 @@ def test_shift_dragging_a_region_on_the_map_targets_the_neurons_inside(
     low, high = corners.min(axis=0) - 3, corners.max(axis=0) + 3
     native = view.canvas.native
     shift = Qt.KeyboardModifier.ShiftModifier
+    before = view.view.camera.rect
     qtbot.mousePress(native, Qt.MouseButton.LeftButton, shift, QPoint(*map(round, low)))
+    # The moves carry no Shift, as if it were let go on the way: still a region, no pan.
     qtbot.mouseMove(native, QPoint(*map(round, (low + high) / 2)))
     qtbot.mouseMove(native, QPoint(*map(round, high)))
+    assert view.view.camera.rect == before
     qtbot.mouseRelease(native, Qt.MouseButton.LeftButton, shift, QPoint(*map(round, high)))
     assert window.values["layer"] == "ar6"
     assert window.values["channel_region"] > 0.5  # most of the layer's channels

@@ -198,7 +198,11 @@ class NetworkView:
 
     def _mouse_press(self, event: Any) -> None:
         if event.button == 1:
-            self._press = (np.asarray(event.pos, dtype=np.float64), "Shift" in _names(event))
+            region = "Shift" in _names(event)
+            self._press = (np.asarray(event.pos, dtype=np.float64), region)
+            # A region drag stays one to the end, even if Shift is let go on the way: the
+            # camera would otherwise pan under the rectangle being drawn.
+            self.view.camera.interactive = not region
 
     def _mouse_move(self, event: Any) -> None:
         if self._press is not None and self._press[1]:
@@ -217,6 +221,7 @@ class NetworkView:
     def _mouse_release(self, event: Any) -> None:
         press, self._press = self._press, None
         self.pick_rect.visible = False
+        self.view.camera.interactive = True
         if press is None or event.button != 1:
             return
         start, dragged_region = press
