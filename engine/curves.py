@@ -35,6 +35,14 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(values, kernel, mode="valid")
 
 
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one logged figure, smoothed over a fiftieth of the run."""
+    step = np.array([r["step"] for r in records])
+    width = max(1, len(records) // 50)
+    trimmed = step[width - 1 :] if len(records) >= width else step
+    return trimmed, _smooth(np.array([r[key] for r in records]), width)
+
+
 def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path:
     """Draw loss and accuracy against step (training smoothed, held-out as points)."""
     matplotlib = require("matplotlib", "training curves")
@@ -44,14 +52,8 @@ def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path
     train, validation = read_metrics(metrics)
     if not train:
         raise ValueError(f"{metrics} holds no training records")
-    step = np.array([r["step"] for r in train])
-    loss = np.array([r["loss"] for r in train])
-    accuracy = np.array([r["accuracy"] for r in train])
-    width = max(1, len(train) // 50)
-    trimmed = step[width - 1 :] if len(train) >= width else step
-
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    left.plot(trimmed, _smooth(loss, width), color="tab:blue", label="training")
+    left.plot(*_series(train, "loss"), color="tab:blue", label="training")
     if validation:
         left.plot(
             [v["step"] for v in validation],
@@ -63,17 +65,11 @@ def plot_training(metrics: str | Path, out: str | Path, title: str = "") -> Path
     clipped = [r for r in train if "clip_loss" in r]
     if clipped:
         # A run with the clip contrast: its own loss and how often a window found its partner.
-        clip_step = np.array([r["step"] for r in clipped])
-        clip_width = max(1, len(clipped) // 50)
-        clip_trimmed = clip_step[clip_width - 1 :] if len(clipped) >= clip_width else clip_step
         for axis, key in ((left, "clip_loss"), (right, "clip_accuracy")):
-            values = np.array([r[key] for r in clipped])
-            axis.plot(
-                clip_trimmed, _smooth(values, clip_width), color="tab:green", label="clip contrast"
-            )
+            axis.plot(*_series(clipped, key), color="tab:green", label="clip contrast")
     left.set(xlabel="step", ylabel="InfoNCE loss", title="loss")
     left.legend()
-    right.plot(trimmed, _smooth(accuracy, width), color="tab:blue", label="training")
+    right.plot(*_series(train, "accuracy"), color="tab:blue", label="training")
     if validation:
         right.plot(
             [v["step"] for v in validation],
