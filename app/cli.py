@@ -41,6 +41,7 @@ def _train(args: argparse.Namespace) -> int:
         device=args.device,
         pairs=args.pairs,
         clip_contrast=args.clip_contrast,
+        clip_head=args.clip_head,
         init=args.init,
     )
     result = train(settings, resume=args.resume, progress=not args.quiet)
@@ -178,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the clip contrast at this weight: each window's mean context must pick out "
         "its partner in the batch, so the context keeps what a recording holds throughout "
         "(default 0: CPC alone)",
+    )
+    train.add_argument(
+        "--clip-head",
+        type=int,
+        default=0,
+        metavar="WIDTH",
+        help="read the context through a linear projection of this width for the clip "
+        "contrast (a training-only part), so only that projection must tell recordings "
+        "apart (default 0: the context itself)",
     )
     train.add_argument(
         "--init",

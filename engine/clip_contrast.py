@@ -10,6 +10,7 @@ holds throughout: its timbre first of all. It needs batches drawn in pairs (rows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,16 +25,25 @@ class ClipContrast:
     accuracy: torch.Tensor
 
 
-def clip_contrast(context: torch.Tensor, temperature: float = 0.1) -> ClipContrast:
+def clip_contrast(
+    context: torch.Tensor,
+    temperature: float = 0.1,
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> ClipContrast:
     """NT-Xent over the batch's pairs of windows, on the time-mean context vectors.
 
     ``context`` is (batch, channels, steps); rows 2i and 2i + 1 are partners. With an odd
-    batch the last window has no partner and serves only as a negative.
+    batch the last window has no partner and serves only as a negative. ``head`` maps the
+    time-mean vectors first (a projection head), so that only what it reads of the context
+    must tell recordings apart.
     """
     batch = context.shape[0]
     if batch < 2:
         raise ValueError(f"the clip contrast needs a pair of windows, got a batch of {batch}")
-    summary = F.normalize(context.mean(dim=2), dim=1)
+    summary = context.mean(dim=2)
+    if head is not None:
+        summary = head(summary)
+    summary = F.normalize(summary, dim=1)
     similarity = summary @ summary.T / temperature
     itself = torch.eye(batch, dtype=torch.bool, device=context.device)
     similarity = similarity.masked_fill(itself, float("-inf"))

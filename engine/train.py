@@ -68,6 +68,9 @@ class TrainSettings:
     # out. It needs pairs, and draws "file" pairs when none are named.
     clip_contrast: float = 0.0
     clip_temperature: float = 0.1
+    # Width of a linear projection head the clip contrast reads the context through (a
+    # training-only part, kept in state.pt); 0 compares the context vectors themselves.
+    clip_head: int = 0
     # A checkpoint to start from (fresh optimiser and schedule), to fine-tune a model.
     init: str | None = None
     seed: int = 0
@@ -109,11 +112,19 @@ class Evaluation:
 class _Objective(nn.Module):
     """The model plus its loss in one forward, so DistributedDataParallel sees every parameter."""
 
-    def __init__(self, model: CPCModel, clip_weight: float = 0.0, clip_temperature: float = 0.1):
+    def __init__(
+        self,
+        model: CPCModel,
+        clip_weight: float = 0.0,
+        clip_temperature: float = 0.1,
+        clip_head: int = 0,
+    ):
         super().__init__()
         self.model = model
         self.clip_weight = clip_weight
         self.clip_temperature = clip_temperature
+        wanted = clip_weight > 0 and clip_head > 0
+        self.clip_head = nn.Linear(model.config.ar_channels, clip_head) if wanted else None
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to minimise, and the figures to log (CPC loss and accuracy, and the clip
@@ -123,7 +134,7 @@ class _Objective(nn.Module):
         figures = {"loss": result.loss.detach(), "accuracy": result.accuracy.mean()}
         if self.clip_weight <= 0:
             return result.loss, figures
-        clip = clip_contrast(c, self.clip_temperature)
+        clip = clip_contrast(c, self.clip_temperature, self.clip_head)
         figures |= {"clip_loss": clip.loss.detach(), "clip_accuracy": clip.accuracy}
         return result.loss + self.clip_weight * clip.loss, figures
 
@@ -218,15 +229,18 @@ def train(
     eval_view = val_view if len(val_view) else train_view
     val_windows = eval_view.fixed_windows(settings.val_windows, samples, seed=settings.seed)
 
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    parts = _Objective(
+        model, settings.clip_contrast, settings.clip_temperature, settings.clip_head
+    ).to(device)
+    optimiser = torch.optim.Adam(parts.parameters(), lr=settings.learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
         lambda step: learning_rate_factor(step, settings.warmup_steps, settings.steps),
     )
     start = 0
     if resume:
-        start = _restore(out, model, optimiser, schedule, device)
-    objective: nn.Module = _Objective(model, settings.clip_contrast, settings.clip_temperature)
+        start = _restore(out, parts, optimiser, schedule, device)
+    objective: nn.Module = parts
     if distributed:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None
@@ -289,7 +303,7 @@ def train(
                     log.info(message)
             if rank == 0 and (done % settings.checkpoint_every == 0 or last):
                 checkpoint = _save(
-                    out, model, optimiser, schedule, done, settings, evaluation, val_windows
+                    out, parts, optimiser, schedule, done, settings, evaluation, val_windows
                 )
             if on_step is not None:
                 on_step(done, record)
@@ -328,7 +342,7 @@ def _device(name: str | None, distributed: bool) -> torch.device:
 
 def _save(
     out: Path,
-    model: CPCModel,
+    objective: _Objective,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     step: int,
@@ -336,6 +350,7 @@ def _save(
     evaluation: Evaluation | None,
     val_windows: torch.Tensor,
 ) -> Path:
+    model = objective.model
     statistics = measure_statistics(model, val_windows, settings.batch_size)
     training = {
         "settings": dataclasses.asdict(settings),
@@ -349,6 +364,8 @@ def _save(
         "optimiser": optimiser.state_dict(),
         "schedule": schedule.state_dict(),
     }
+    if objective.clip_head is not None:
+        state["clip_head"] = objective.clip_head.state_dict()
     with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
     return path
@@ -356,12 +373,13 @@ def _save(
 
 def _restore(
     out: Path,
-    model: CPCModel,
+    objective: _Objective,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
 ) -> int:
     """Load the run's latest checkpoint and optimiser state; return the step to continue from."""
+    model = objective.model
     state_path = out / STATE_FILE
     if not state_path.exists():
         raise CheckpointError(f"cannot resume: {state_path} does not exist")
@@ -371,6 +389,8 @@ def _restore(
     model.load_state_dict(saved.state_dict())
     try:
         state = torch.load(state_path, map_location=device, weights_only=True)
+        if objective.clip_head is not None:
+            objective.clip_head.load_state_dict(state["clip_head"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
         return int(state["step"])

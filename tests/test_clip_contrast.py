@@ -52,3 +52,12 @@ def test_an_odd_window_out_is_only_a_negative():
 def test_a_batch_of_one_window_is_refused():
     with pytest.raises(ValueError, match="a batch of 1"):
         clip_contrast(torch.randn(1, 8, 4))
+
+
+def test_a_projection_head_decides_what_the_windows_are_compared_on():
+    shared = _pairs(8, channels=8)
+    noise = torch.randn(16, 24, 5, generator=torch.Generator().manual_seed(3)) * 10
+    context = torch.cat([shared, noise], dim=1)
+    assert clip_contrast(context).accuracy.item() < 0.5
+    head_result = clip_contrast(context, head=lambda summary: summary[:, :8])
+    assert head_result.accuracy.item() == 1.0

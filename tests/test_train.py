@@ -79,16 +79,21 @@ def test_training_lowers_the_loss_and_lifts_held_out_accuracy_above_chance(works
     assert [v["windows"] for v in validations] == [12, 12]
 
 
-def test_a_resumed_run_continues_exactly_like_an_uninterrupted_one(workspace):
-    straight = train(_settings(workspace, "straight"), progress=False).model
+@pytest.mark.parametrize(
+    "objective", [{}, {"clip_contrast": 1.0, "clip_head": 8}], ids=["cpc", "clip-contrast-head"]
+)
+def test_a_resumed_run_continues_exactly_like_an_uninterrupted_one(workspace, objective):
+    name = "-".join(["run", *map(str, objective.values())])
+    straight = train(_settings(workspace, f"straight-{name}", **objective), progress=False).model
 
     def interrupt(step, record):
         if step == 3:
             raise KeyboardInterrupt
 
+    resumed_settings = _settings(workspace, f"resumed-{name}", **objective)
     with pytest.raises(KeyboardInterrupt):
-        train(_settings(workspace, "resumed"), progress=False, on_step=interrupt)
-    resumed = train(_settings(workspace, "resumed"), resume=True, progress=False).model
+        train(resumed_settings, progress=False, on_step=interrupt)
+    resumed = train(resumed_settings, resume=True, progress=False).model
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
