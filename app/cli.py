@@ -61,6 +61,17 @@ def _weight(text: str) -> float:
     return value
 
 
+def _width(text: str) -> int:
+    """A layer's width from the command line: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a width is a whole number of 0 or more, not {text!r}")
+    return value
+
+
 def _eval(args: argparse.Namespace) -> int:
     from engine.train import evaluate_folder
 
@@ -182,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--clip-head",
-        type=int,
+        type=_width,
         default=0,
         metavar="WIDTH",
         help="read the context through a linear projection of this width for the clip "

@@ -81,6 +81,8 @@ class TrainSettings:
             raise ValueError(
                 f"the clip contrast's weight must be 0 or more, got {self.clip_contrast}"
             )
+        if self.clip_head < 0:
+            raise ValueError(f"the clip head's width must be 0 or more, got {self.clip_head}")
         if self.clip_temperature <= 0:
             raise ValueError(
                 f"the clip contrast's temperature must be positive, got {self.clip_temperature}"

@@ -137,6 +137,19 @@ def test_batches_are_drawn_in_the_pairs_the_command_asks_for(workspace, monkeypa
     assert set(asked[1:]) <= set(PAIRINGS)
 
 
+@pytest.mark.parametrize("width", ["-8", "2.5", "wide"])
+def test_a_clip_head_width_that_is_not_a_whole_number_of_0_or_more_is_refused(
+    workspace, capsys, width
+):
+    root, corpus, _config = workspace
+    with pytest.raises(SystemExit):
+        cli(["train", str(corpus), "--out", str(root / "never"), "--clip-head", width])
+    assert f"a width is a whole number of 0 or more, not '{width}'" in capsys.readouterr().err
+    assert not (root / "never").exists()
+    with pytest.raises(ValueError, match="width must be 0 or more"):
+        _settings(workspace, "never", clip_head=-8)
+
+
 @pytest.mark.parametrize("weight", ["-1", "nan", "inf", "lots"])
 def test_a_clip_contrast_weight_that_is_not_a_finite_number_of_0_or_more_is_refused(
     workspace, capsys, weight
